@@ -7,7 +7,7 @@ from __future__ import annotations
 
 
 class GcnpruneError(Exception):
-    """Base class of the errors a user can cause and fix (bad files, bad options)."""
+    """Errors a user can cause and fix (bad files, bad options); the CLI exits 2 on them."""
 
 
 class DataError(GcnpruneError):

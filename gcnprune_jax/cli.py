@@ -1,0 +1,295 @@
+"""The `gcnprune` command line (INTERFACE.md). A thin shell: parse, configure, report.
+
+Errors a user can fix (bad files, impossible options) exit with status 2 and one paragraph
+naming what is at fault; no traceback reaches the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from gcnprune_jax.errors import ConfigError, GcnpruneError
+
+EXIT_USAGE = 2
+
+
+class LineReporter:
+    """Plain periodic progress lines, for logs and pipes."""
+
+    def __init__(self, stream: Any = sys.stderr) -> None:
+        self.stream = stream
+        self.total = 0
+        self.t0 = 0.0
+        self.first = 0
+
+    def start(self, total_epochs: int, first_epoch: int, description: str) -> None:
+        self.total, self.first, self.t0 = total_epochs, first_epoch, time.perf_counter()
+        where = f" (resuming at epoch {first_epoch})" if first_epoch else ""
+        print(f"{description}: {total_epochs} epochs{where}", file=self.stream, flush=True)
+
+    def update(self, epoch: int, metrics: dict[str, float]) -> None:
+        elapsed = time.perf_counter() - self.t0
+        rate = (epoch - self.first) / max(elapsed, 1e-9)
+        print(
+            f"epoch {epoch}/{self.total}  loss {metrics['loss']:.4g}  "
+            f"train acc {metrics['train_accuracy']:.3f}  {rate:.1f} epochs/s",
+            file=self.stream,
+            flush=True,
+        )
+
+    def close(self) -> None:
+        pass
+
+
+class BarReporter:
+    """A tqdm progress bar, for terminals."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def start(self, total_epochs: int, first_epoch: int, description: str) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total_epochs, initial=first_epoch, desc=description, unit="epoch")
+
+    def update(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.bar.set_postfix(
+            loss=f"{metrics['loss']:.3g}", train_acc=f"{metrics['train_accuracy']:.3f}"
+        )
+        self.bar.update(epoch - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _reporter() -> Any:
+    return BarReporter() if sys.stderr.isatty() else LineReporter()
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run")
+    g.add_argument(
+        "--dataset",
+        choices=("synthetic", "sbu", "fpha"),
+        default="synthetic",
+        help="synthetic is embedded and needs no files (default: %(default)s)",
+    )
+    g.add_argument(
+        "--data-dir", help="the dataset's root directory (default: $GCNPRUNE_DATA_DIR/<dataset>)"
+    )
+    g.add_argument(
+        "--fold", default="all", help="SBU: 'all' (5-fold mean) or 1..5 (default: %(default)s)"
+    )
+    g.add_argument("--epochs", type=int, help="training epochs")
+    g.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    g.add_argument(
+        "--data-seed",
+        type=int,
+        default=0,
+        help="synthetic data generator seed (default: %(default)s)",
+    )
+    g.add_argument("--out", help="output directory (default: runs/<dataset>_<method>_s<seed>)")
+    g.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+
+    f = p.add_argument_group("node signals (SPEC §7)")
+    f.add_argument("--chunks", type=int, help="temporal chunks per sequence")
+    f.add_argument("--center", choices=("none", "sequence", "first_frame", "hand_frame"))
+    f.add_argument(
+        "--person-order",
+        choices=("as_is", "motion"),
+        help="SBU: keep A/B as in the files, or put the actor (most motion) first",
+    )
+    f.add_argument(
+        "--velocities",
+        action=argparse.BooleanOptionalAction,
+        help="append per-chunk mean velocities",
+    )
+    f.add_argument("--standardize", choices=("global", "per_feature", "none"))
+
+    m = p.add_argument_group("model")
+    m.add_argument("--heads", type=int)
+    m.add_argument("--filters", type=_int_list, help="filters per head for each block, e.g. 16,16")
+    m.add_argument("--attention-dim", type=int)
+    m.add_argument("--fc", type=_int_list, help="fully connected sizes, e.g. 256")
+    m.add_argument("--attention", choices=("softmax+adjacency", "softmax", "adjacency"))
+    m.add_argument("--dropout", type=float)
+
+    t = p.add_argument_group("optimization")
+    t.add_argument("--lr", type=float, dest="learning_rate")
+    t.add_argument("--schedule", choices=("adaptive", "constant", "cosine"))
+    t.add_argument("--batch-size", type=int, help="0 = full batch")
+    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--label-smoothing", type=float)
+    t.add_argument(
+        "--chunk-epochs",
+        type=int,
+        help="epochs per compiled chunk (checkpoint and progress interval)",
+    )
+
+
+def _describe_defaults(parser: argparse.ArgumentParser) -> None:
+    """Append each hyper-parameter's default (per dataset where they differ) to its help."""
+    from gcnprune_jax.config import DATASETS, default_config
+
+    configs = {d: default_config(d) for d in DATASETS}
+    for action in parser._actions:
+        for section in ("features", "model", "train"):
+            section_cfg = getattr(configs["synthetic"], section)
+            if action.dest not in {fld.name for fld in dataclasses.fields(section_cfg)}:
+                continue
+            values = {d: getattr(getattr(c, section), action.dest) for d, c in configs.items()}
+            shown = {
+                d: ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
+                for d, v in values.items()
+            }
+            if len(set(shown.values())) == 1:
+                text = f"default: {shown['synthetic']}"
+            else:
+                text = "default: " + ", ".join(f"{d} {v}" for d, v in shown.items())
+            action.help = f"{action.help}; {text}" if action.help else text
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The RunConfig of the parsed options over the dataset's defaults."""
+    from gcnprune_jax.config import default_config
+
+    cfg = default_config(args.dataset)
+    sections: dict[str, dict[str, Any]] = {"features": {}, "model": {}, "train": {}}
+    for section in sections:
+        names = {fld.name for fld in dataclasses.fields(getattr(cfg, section))}
+        for name in names:
+            value = getattr(args, name, None)
+            if value is not None:
+                sections[section][name] = value
+    return cfg.replace(
+        fold=args.fold,
+        seed=args.seed,
+        data_seed=args.data_seed,
+        features=dataclasses.replace(cfg.features, **sections["features"]),
+        model=dataclasses.replace(cfg.model, **sections["model"]),
+        train=dataclasses.replace(cfg.train, **sections["train"]),
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from gcnprune_jax.runner import run_training
+
+    cfg = config_from_args(args)
+    out = args.out or f"runs/{cfg.dataset}_{cfg.method}_s{cfg.seed}"
+    result = run_training(
+        cfg, out, data_dir=args.data_dir, resume=args.resume, reporter=_reporter()
+    )
+    folds = ", ".join(f"{a:.4f}" for a in result["fold_accuracies"])
+    print(
+        f"{cfg.dataset} {cfg.method}: accuracy {result['accuracy']:.4f} (folds: {folds}), "
+        f"{result['params_total']} prunable weights, {result['wall_time_s']:.1f} s; "
+        f"wrote {out}/result.json"
+    )
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from gcnprune_jax.runner import evaluate_checkpoint
+
+    if args.rate is not None:
+        raise ConfigError(
+            "--rate: this checkpoint holds a dense run; a rate applies only to pruned runs "
+            "(multi-rate runs serve any rate)"
+        )
+    result = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir)
+    print(
+        json.dumps(
+            {
+                k: result[k]
+                for k in (
+                    "dataset",
+                    "method",
+                    "accuracy",
+                    "fold_accuracies",
+                    "epochs",
+                    "params_digest",
+                )
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+_OPTION_FOR_FIELD = {"learning_rate": "--lr"}
+
+
+def _with_option_names(message: str) -> str:
+    """Config errors name fields ("train.epochs"); on the command line, name the option."""
+
+    def option(match: re.Match[str]) -> str:
+        name = match.group(2)
+        return _OPTION_FOR_FIELD.get(name, "--" + name.replace("_", "-"))
+
+    return re.sub(r"\b(features|model|train)\.([a-z_]+)", option, message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gcnprune",
+        description="Train and prune skeleton GCNs (SBU, FPHA, synthetic) with JAX.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train a dense GCN")
+    _add_run_options(train)
+    _describe_defaults(train)
+    train.set_defaults(func=cmd_train)
+    ev = sub.add_parser("eval", help="re-evaluate a saved run")
+    ev.add_argument(
+        "--checkpoint", required=True, help="a run's output directory (or its checkpoint/ folder)"
+    )
+    ev.add_argument(
+        "--data-dir", help="the dataset's root directory, if not $GCNPRUNE_DATA_DIR/<dataset>"
+    )
+    ev.add_argument("--rate", type=float, help="pruning rate (multi-rate runs)")
+    ev.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except GcnpruneError as err:
+        print(f"gcnprune: error: {_with_option_names(str(err))}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None)
+        hint = f" --out {out}" if out else ""
+        print(
+            f"gcnprune: interrupted; continue with the same command plus --resume{hint}",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -11,7 +11,7 @@ class GcnpruneError(Exception):
 
 
 class DataError(GcnpruneError):
-    """A dataset file or directory is missing, malformed or inconsistent with the expected counts."""
+    """A dataset file or directory is missing, malformed or inconsistent with known counts."""
 
 
 class ConfigError(GcnpruneError):

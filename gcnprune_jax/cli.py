@@ -126,7 +126,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         help="append per-chunk mean velocities",
     )
-    f.add_argument("--standardize", choices=("global", "per_feature", "none"))
+    f.add_argument(
+        "--swap-persons",
+        action=argparse.BooleanOptionalAction,
+        help="SBU: also train on each sequence with its two persons swapped",
+    )
+    f.add_argument("--standardize", choices=("global", "isotropic", "per_feature", "none"))
 
     m = p.add_argument_group("model")
     m.add_argument("--heads", type=int)

@@ -62,19 +62,27 @@ def make_fold_data(ds: SkeletonDataset, cfg: RunConfig) -> FoldData:
     to common sizes and stacked: arrays have a leading fold axis of len(cfg.folds)."""
     features = dataset_features(ds, cfg.features)
     labels = np.asarray(ds.labels, np.int32)
+    swapped = None
+    if cfg.features.swap_persons and ds.n_persons > 1:
+        swapped = dataset_features(ds, cfg.features, swap=True)
     masks = []
     for k in cfg.folds:
         test = ds.groups == k if ds.name == "sbu" else ds.groups == 1
         train = ~test if ds.name == "sbu" else ds.groups == 0
         masks.append((train, test))
-    n_train = max(int(tr.sum()) for tr, _ in masks)
+    copies = 1 if swapped is None else 2
+    n_train = copies * max(int(tr.sum()) for tr, _ in masks)
     n_test = max(int(te.sum()) for _, te in masks)
     folds = []
     for train, test in masks:
-        standardize = fit_standardizer(features[train], cfg.features)
+        train_x, train_y = features[train], labels[train]
+        if swapped is not None:
+            train_x = np.concatenate([train_x, swapped[train]])
+            train_y = np.concatenate([train_y, train_y])
+        standardize = fit_standardizer(train_x, cfg.features)
         folds.append(
             FoldData(
-                _pad(standardize(features[train]), labels[train], n_train),
+                _pad(standardize(train_x), train_y, n_train),
                 _pad(standardize(features[test]), labels[test], n_test),
             )
         )

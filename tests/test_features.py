@@ -132,3 +132,26 @@ def test_dataset_features_shape():
         ((0, 1),),
     )
     assert dataset_features(ds, FeatureConfig(velocities=True)).shape == (3, 4, 24)
+
+
+def test_swap_reverses_the_persons_after_ordering():
+    rng = np.random.default_rng(5)
+    seq = rng.normal(size=(8, 30, 3))
+    cfg = FeatureConfig(center="none", person_order="as_is")
+    plain = sequence_features(seq, 2, cfg)
+    swapped = sequence_features(seq, 2, cfg, swap=True)
+    np.testing.assert_allclose(swapped[:15], plain[15:])
+    np.testing.assert_allclose(swapped[15:], plain[:15])
+    # one person: nothing to swap
+    np.testing.assert_allclose(
+        sequence_features(seq[:, :15], 1, cfg, swap=True), sequence_features(seq[:, :15], 1, cfg)
+    )
+
+
+def test_isotropic_standardization_keeps_axis_ratios():
+    rng = np.random.default_rng(6)
+    train = (rng.normal(size=(40, 5, 12)) * np.tile([1.0, 2.0, 4.0], 4)).astype(np.float32)
+    out = fit_standardizer(train, FeatureConfig(standardize="isotropic"))(train)
+    stds = out.reshape(40, 5, 4, 3).std(axis=(0, 1, 2))
+    np.testing.assert_allclose(stds / stds[0], [1.0, 2.0, 4.0], rtol=0.1)
+    np.testing.assert_allclose(np.sqrt((stds**2).mean()), 1.0, rtol=1e-3)

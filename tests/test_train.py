@@ -1,5 +1,7 @@
 """The shared train step: the author's learning-rate rule, padding, tracing, seeds, folds."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -153,3 +155,28 @@ def test_trainer_accepts_an_objective(synthetic):
     )
     assert float(dense_metrics["penalty"][0, 0]) == 0.0
     assert not np.isclose(float(metrics["ce"][0, 0]), float(dense_metrics["ce"][0, 0]))
+
+
+def test_swap_persons_doubles_two_person_training_sets(synthetic):
+    # A two-person stand-in for SBU: person B is person A shifted, 5 folds by index.
+    seqs = tuple(np.concatenate([s, s + 1.0], axis=1) for s in synthetic.sequences[:60])
+    ds = type(synthetic)(
+        name="sbu",
+        sequences=seqs,
+        labels=synthetic.labels[:60],
+        groups=np.arange(60) % 5,
+        ids=synthetic.ids[:60],
+        class_names=synthetic.class_names,
+        joint_names=synthetic.joint_names * 2,
+        edges=synthetic.edges,
+        n_persons=2,
+    )
+    cfg = tiny_config().replace(dataset="sbu")
+    plain = Run(cfg, ds).data
+    both = Run(cfg.replace(features=dataclasses.replace(cfg.features, swap_persons=True)), ds).data
+    assert both.train.x.shape[1] == 2 * plain.train.x.shape[1]
+    assert both.test.x.shape == plain.test.x.shape  # test sequences are not augmented
+    n = int(plain.train.w[0].sum())
+    first, second = both.train.x[0, :n], both.train.x[0, n : 2 * n]
+    np.testing.assert_allclose(second[:, :15], first[:, 15:], atol=1e-5)
+    np.testing.assert_array_equal(both.train.y[0, :n], both.train.y[0, n : 2 * n])

@@ -17,7 +17,7 @@ from gcnprune_jax.errors import ConfigError
 
 CENTERINGS = ("none", "sequence", "first_frame", "hand_frame")
 PERSON_ORDERS = ("as_is", "motion")
-STANDARDIZATIONS = ("global", "per_feature", "none")
+STANDARDIZATIONS = ("global", "isotropic", "per_feature", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,14 +32,19 @@ class FeatureConfig:
     person_order: two-person data (SBU): "as_is" keeps files' A/B order, "motion" puts the
       person whose joints move most first (the actor), since which of A and B acts is not fixed.
     velocities: append each chunk's mean velocity (frame differences) to its mean position.
+    swap_persons: two-person data: also train on every training sequence with its persons
+      swapped (augmentation; the author used none). Test sequences are not augmented.
     standardize: "global" (one mean and std over all training features of each coordinate
-      kind), "per_feature" (per node and feature), or "none"; fitted on training data only.
+      kind, so x, y and z are scaled separately), "isotropic" (per-kind means, one std shared
+      by x, y and z, which keeps the skeleton's proportions), "per_feature" (per node and
+      feature), or "none"; fitted on training data only.
     """
 
     chunks: int = 4
     center: str = "sequence"
     person_order: str = "motion"
     velocities: bool = False
+    swap_persons: bool = False
     standardize: str = "global"
 
     def __post_init__(self) -> None:
@@ -113,15 +118,20 @@ def _order_persons(seq: np.ndarray, n_persons: int) -> np.ndarray:
     return per_person[:, order].reshape(t, v, 3)
 
 
-def sequence_features(seq: np.ndarray, n_persons: int, cfg: FeatureConfig) -> np.ndarray:
+def sequence_features(
+    seq: np.ndarray, n_persons: int, cfg: FeatureConfig, *, swap: bool = False
+) -> np.ndarray:
     """One sequence (T, V, 3) -> node features (V, cfg.n_features), before standardization.
 
     Feature layout per node: for each chunk k, [mean x, y, z] (and, with velocities,
-    [mean dx, dy, dz]) in chunk order.
+    [mean dx, dy, dz]) in chunk order. `swap` reverses the persons after ordering them.
     """
     seq = np.asarray(seq, dtype=np.float64)
     if cfg.person_order == "motion" and n_persons > 1:
         seq = _order_persons(seq, n_persons)
+    if swap and n_persons > 1:
+        t, v, _ = seq.shape
+        seq = seq.reshape(t, n_persons, v // n_persons, 3)[:, ::-1].reshape(t, v, 3)
     if cfg.center == "sequence":
         seq = seq - seq.mean(axis=(0, 1))
     elif cfg.center == "first_frame":
@@ -144,9 +154,9 @@ def sequence_features(seq: np.ndarray, n_persons: int, cfg: FeatureConfig) -> np
     return stacked.transpose(1, 0, 2).reshape(seq.shape[1], -1).astype(np.float32)
 
 
-def dataset_features(ds: SkeletonDataset, cfg: FeatureConfig) -> np.ndarray:
-    """All sequences -> (N, V, F) float32, unstandardized."""
-    return np.stack([sequence_features(s, ds.n_persons, cfg) for s in ds.sequences])
+def dataset_features(ds: SkeletonDataset, cfg: FeatureConfig, *, swap: bool = False) -> np.ndarray:
+    """All sequences -> (N, V, F) float32, unstandardized (persons reversed with `swap`)."""
+    return np.stack([sequence_features(s, ds.n_persons, cfg, swap=swap) for s in ds.sequences])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,8 +184,13 @@ def fit_standardizer(train_x: np.ndarray, cfg: FeatureConfig) -> Standardizer:
         std = train_x.std(axis=0)
     else:
         kinds = train_x.reshape(train_x.shape[0], train_x.shape[1], cfg.chunks, cfg.per_chunk)
-        mean = np.tile(kinds.mean(axis=(0, 1, 2)), cfg.chunks)
-        std = np.tile(kinds.std(axis=(0, 1, 2)), cfg.chunks)
+        mean = kinds.mean(axis=(0, 1, 2))
+        std = kinds.std(axis=(0, 1, 2))
+        if cfg.standardize == "isotropic":
+            # One scale per kind group (positions, velocities) shared by x, y and z.
+            groups = std.reshape(-1, 3)
+            std = np.repeat(np.sqrt((groups**2).mean(axis=1)), 3)
+        mean, std = np.tile(mean, cfg.chunks), np.tile(std, cfg.chunks)
     return Standardizer(mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32))
 
 

@@ -131,6 +131,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         help="SBU: also train on each sequence with its two persons swapped",
     )
+    f.add_argument(
+        "--millimetres",
+        action=argparse.BooleanOptionalAction,
+        help="SBU: undo the anisotropic normalization (physical mm)",
+    )
     f.add_argument("--standardize", choices=("global", "isotropic", "per_feature", "none"))
 
     m = p.add_argument_group("model")

@@ -24,7 +24,15 @@ from gcnprune_jax.data.base import SkeletonDataset
 from gcnprune_jax.data.features import dataset_features, fit_standardizer, normalized_adjacency
 from gcnprune_jax.errors import CheckpointError, ConfigError, DivergenceError
 from gcnprune_jax.models.gcn import build_gcn, count_prunable
-from gcnprune_jax.train import DENSE, FoldData, Split, Trainer, TrainState, params_digest
+from gcnprune_jax.train import (
+    DENSE,
+    FoldData,
+    Split,
+    Trainer,
+    TrainState,
+    learning_rate,
+    params_digest,
+)
 
 
 class Reporter(Protocol):
@@ -70,15 +78,17 @@ def make_fold_data(ds: SkeletonDataset, cfg: RunConfig) -> FoldData:
         test = ds.groups == k if ds.name == "sbu" else ds.groups == 1
         train = ~test if ds.name == "sbu" else ds.groups == 0
         masks.append((train, test))
-    copies = 1 if swapped is None else 2
+    copies = (1 if swapped is None else 2) * (1 + cfg.features.augment_copies)
     n_train = copies * max(int(tr.sum()) for tr, _ in masks)
     n_test = max(int(te.sum()) for _, te in masks)
+    augmented = _augmented_copies(ds, cfg)
     folds = []
     for train, test in masks:
-        train_x, train_y = features[train], labels[train]
+        parts = [features[train]] + [a[train] for a in augmented]
         if swapped is not None:
-            train_x = np.concatenate([train_x, swapped[train]])
-            train_y = np.concatenate([train_y, train_y])
+            parts += [swapped[train]]
+        train_x = np.concatenate(parts)
+        train_y = np.tile(labels[train], len(parts))
         standardize = fit_standardizer(train_x, cfg.features)
         folds.append(
             FoldData(
@@ -87,6 +97,18 @@ def make_fold_data(ds: SkeletonDataset, cfg: RunConfig) -> FoldData:
             )
         )
     return jax.tree.map(lambda *a: np.stack(a), *folds)
+
+
+def _augmented_copies(ds: SkeletonDataset, cfg: RunConfig) -> list[np.ndarray]:
+    """`augment_copies` random copies of every sequence (each fold uses its training rows),
+    and with `swap_persons` a person-swapped twin of each; seeded by the run seed."""
+    rng = np.random.default_rng([cfg.seed, 0x5EED])
+    copies = []
+    for _ in range(cfg.features.augment_copies):
+        copies.append(dataset_features(ds, cfg.features, rng=rng))
+        if cfg.features.swap_persons and ds.n_persons > 1:
+            copies.append(dataset_features(ds, cfg.features, rng=rng, swap=True))
+    return copies
 
 
 def fold_keys(seed: int, folds: tuple[int, ...]) -> jax.Array:
@@ -196,6 +218,7 @@ def run_training(
                 "loss": float(np.mean(metrics["loss"][:, -1])),
                 "train_accuracy": float(np.mean(metrics["train_accuracy"][:, -1])),
                 "test_accuracy_monitor": float(np.mean(test["accuracy"])),
+                "learning_rate": float(np.mean(learning_rate(state.opt_state, cfg.train))),
             }
             history.append(summary)
             epoch = last

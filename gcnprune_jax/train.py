@@ -179,6 +179,15 @@ def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransfor
     return optax.chain(*parts)
 
 
+def learning_rate(opt_state: Any, cfg: TrainConfig) -> jax.Array:
+    """The adaptive rule's current step size, cfg.learning_rate x its scale (per fold when
+    the state is stacked); the configured rate for the other schedules."""
+    for part in opt_state:
+        if isinstance(part, LossTrendState):
+            return cfg.learning_rate * part.scale
+    return jnp.asarray(cfg.learning_rate, jnp.float32)
+
+
 def weighted_cross_entropy(
     logits: jax.Array, y: jax.Array, w: jax.Array, label_smoothing: float = 0.0
 ) -> tuple[jax.Array, jax.Array]:

@@ -155,3 +155,31 @@ def test_isotropic_standardization_keeps_axis_ratios():
     stds = out.reshape(40, 5, 4, 3).std(axis=(0, 1, 2))
     np.testing.assert_allclose(stds / stds[0], [1.0, 2.0, 4.0], rtol=0.1)
     np.testing.assert_allclose(np.sqrt((stds**2).mean()), 1.0, rtol=1e-3)
+
+
+def test_augmented_copy_is_a_rigid_crop_rotation_and_scale():
+    from gcnprune_jax.data.features import augment_sequence
+
+    rng = np.random.default_rng(7)
+    seq = rng.normal(size=(20, 6, 3))
+    cfg = FeatureConfig(augment_rotation_deg=30.0, augment_scale=0.2, augment_crop=0.5)
+    out = augment_sequence(seq, cfg, np.random.default_rng(0))
+    assert 10 <= out.shape[0] <= 20 and out.shape[1:] == (6, 3)
+    # distances between joints change only by the common scale factor
+    starts = [s for s in range(20 - out.shape[0] + 1)]
+    ratios = []
+    for s in starts:
+        orig = seq[s : s + out.shape[0]]
+        d_orig = np.linalg.norm(orig[:, 0] - orig[:, 1], axis=-1)
+        d_out = np.linalg.norm(out[:, 0] - out[:, 1], axis=-1)
+        ratios.append(d_out / d_orig)
+    assert any(np.allclose(r, r[0]) and 0.8 <= r[0] <= 1.2 for r in ratios)
+    again = augment_sequence(seq, cfg, np.random.default_rng(0))
+    np.testing.assert_array_equal(out, again)
+
+
+def test_bad_augmentation_options():
+    with pytest.raises(ConfigError, match="augment"):
+        FeatureConfig(augment_copies=-1)
+    with pytest.raises(ConfigError, match="augment"):
+        FeatureConfig(augment_crop=0.0)

@@ -180,3 +180,22 @@ def test_swap_persons_doubles_two_person_training_sets(synthetic):
     first, second = both.train.x[0, :n], both.train.x[0, n : 2 * n]
     np.testing.assert_allclose(second[:, :15], first[:, 15:], atol=1e-5)
     np.testing.assert_array_equal(both.train.y[0, :n], both.train.y[0, n : 2 * n])
+
+
+def test_augmented_copies_extend_training_only_and_are_seeded(synthetic):
+    cfg = tiny_config()
+    aug = cfg.replace(features=dataclasses.replace(cfg.features, augment_copies=2))
+    plain, a, b = Run(cfg, synthetic).data, Run(aug, synthetic).data, Run(aug, synthetic).data
+    assert a.train.x.shape[1] == 3 * plain.train.x.shape[1]
+    # Test sequences are never augmented: same rows and labels, and their features differ
+    # only by the standardization (fitted on the larger training set), an affine map.
+    np.testing.assert_array_equal(a.test.y, plain.test.y)
+    rows = plain.test.w[0] > 0
+    x_plain = plain.test.x[0][rows].reshape(-1, plain.test.x.shape[-1])
+    x_aug = a.test.x[0][rows].reshape(-1, a.test.x.shape[-1])
+    for f in range(x_plain.shape[1]):
+        slope, offset = np.polyfit(x_plain[:, f], x_aug[:, f], 1)
+        np.testing.assert_allclose(slope * x_plain[:, f] + offset, x_aug[:, f], atol=1e-4)
+    np.testing.assert_array_equal(a.train.x, b.train.x)  # same seed, same copies
+    other = Run(aug.replace(seed=1), synthetic).data
+    assert not np.array_equal(other.train.x, a.train.x)

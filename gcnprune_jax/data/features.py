@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 
 from gcnprune_jax.data.base import SkeletonDataset
+from gcnprune_jax.data.sbu import SBU_MM_PER_UNIT
 from gcnprune_jax.errors import ConfigError
 
 CENTERINGS = ("none", "sequence", "first_frame", "hand_frame")
@@ -32,8 +33,15 @@ class FeatureConfig:
     person_order: two-person data (SBU): "as_is" keeps files' A/B order, "motion" puts the
       person whose joints move most first (the actor), since which of A and B acts is not fixed.
     velocities: append each chunk's mean velocity (frame differences) to its mean position.
+    millimetres: SBU: undo the dataset's anisotropic normalization (x, y, z units of 2560, 1920
+      and 1280 mm) before anything else, so distances and angles are physical.
     swap_persons: two-person data: also train on every training sequence with its persons
       swapped (augmentation; the author used none). Test sequences are not augmented.
+    augment_copies: extra randomly transformed copies of each training sequence (0: none, as
+      the author). Each copy keeps a random temporal window of at least `augment_crop` of the
+      frames, is rotated about its centroid by up to `augment_rotation_deg` around a random
+      axis and scaled by a factor in [1 - augment_scale, 1 + augment_scale]. Seeded by the
+      run seed; test sequences are never augmented.
     standardize: "global" (one mean and std over all training features of each coordinate
       kind, so x, y and z are scaled separately), "isotropic" (per-kind means, one std shared
       by x, y and z, which keeps the skeleton's proportions), "per_feature" (per node and
@@ -45,9 +53,19 @@ class FeatureConfig:
     person_order: str = "motion"
     velocities: bool = False
     swap_persons: bool = False
+    millimetres: bool = False
+    augment_copies: int = 0
+    augment_rotation_deg: float = 15.0
+    augment_scale: float = 0.1
+    augment_crop: float = 0.8
     standardize: str = "global"
 
     def __post_init__(self) -> None:
+        if self.augment_copies < 0 or not 0 < self.augment_crop <= 1:
+            raise ConfigError(
+                "features.augment_copies must be >= 0 and features.augment_crop in (0, 1], "
+                f"got {self.augment_copies} and {self.augment_crop}"
+            )
         if self.chunks < 1:
             raise ConfigError(f"features.chunks must be >= 1, got {self.chunks}")
         for field, allowed in (
@@ -93,6 +111,26 @@ def chunk_means(seq: np.ndarray, chunks: int) -> np.ndarray:
         seq = resample(seq, chunks)
     bounds = np.linspace(0, seq.shape[0], chunks + 1).round().astype(int)
     return np.stack([seq[bounds[k] : bounds[k + 1]].mean(axis=0) for k in range(chunks)])
+
+
+def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
+    """Rodrigues' rotation matrix about a unit axis."""
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
+
+
+def augment_sequence(seq: np.ndarray, cfg: FeatureConfig, rng: np.random.Generator) -> np.ndarray:
+    """One random training copy of a (T, V, 3) sequence: temporal crop, rotation, scale."""
+    t = seq.shape[0]
+    length = max(1, int(np.ceil(rng.uniform(cfg.augment_crop, 1.0) * t)))
+    start = rng.integers(0, t - length + 1)
+    seq = np.asarray(seq[start : start + length], np.float64)
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    angle = np.deg2rad(rng.uniform(-cfg.augment_rotation_deg, cfg.augment_rotation_deg))
+    scale = rng.uniform(1.0 - cfg.augment_scale, 1.0 + cfg.augment_scale)
+    centroid = seq.mean(axis=(0, 1))
+    return (seq - centroid) @ _rotation(axis, angle).T * scale + centroid
 
 
 def _hand_frame(seq: np.ndarray) -> np.ndarray:
@@ -154,9 +192,25 @@ def sequence_features(
     return stacked.transpose(1, 0, 2).reshape(seq.shape[1], -1).astype(np.float32)
 
 
-def dataset_features(ds: SkeletonDataset, cfg: FeatureConfig, *, swap: bool = False) -> np.ndarray:
-    """All sequences -> (N, V, F) float32, unstandardized (persons reversed with `swap`)."""
-    return np.stack([sequence_features(s, ds.n_persons, cfg, swap=swap) for s in ds.sequences])
+def dataset_features(
+    ds: SkeletonDataset,
+    cfg: FeatureConfig,
+    *,
+    swap: bool = False,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """All sequences -> (N, V, F) float32, unstandardized.
+
+    swap: reverse the persons. rng: replace each sequence by a random `augment_sequence` copy
+    (training copies).
+    """
+    sequences = ds.sequences
+    if cfg.millimetres and ds.name == "sbu":
+        scale = np.asarray(SBU_MM_PER_UNIT, np.float32)
+        sequences = tuple(s * scale for s in sequences)
+    if rng is not None:
+        sequences = tuple(augment_sequence(s, cfg, rng) for s in sequences)
+    return np.stack([sequence_features(s, ds.n_persons, cfg, swap=swap) for s in sequences])
 
 
 @dataclasses.dataclass(frozen=True)

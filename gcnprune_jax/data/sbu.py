@@ -59,6 +59,10 @@ SBU_PARENTS: tuple[int, ...] = (1, 2, -1, 1, 3, 4, 1, 6, 7, 2, 9, 10, 2, 12, 13)
 SBU_PERSONS: tuple[str, ...] = ("A", "B")
 
 # Expected counts of the full real dataset (data README §3), checked by `check_sbu_counts`.
+# SBU's README: X = 1280 - 2560 x, Y = 960 - 1920 y, Z = 1280 z (mm). The normalized space
+# is anisotropic; the scales below map it back to millimetres (offsets and signs aside).
+SBU_MM_PER_UNIT: tuple[float, float, float] = (2560.0, 1920.0, 1280.0)
+
 SBU_N_SEQUENCES = 282
 SBU_LABEL_COUNTS: tuple[int, ...] = (42, 43, 40, 41, 18, 21, 39, 38)
 SBU_FOLD_SIZES: tuple[int, ...] = (55, 52, 56, 54, 65)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gcnprune_jax.errors import ConfigError, GcnpruneError
+from gcnprune_jax.models.gcn import ATTENTIONS
 
 EXIT_USAGE = 2
 
@@ -143,7 +144,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     m.add_argument("--filters", type=_int_list, help="filters per head for each block, e.g. 16,16")
     m.add_argument("--attention-dim", type=int)
     m.add_argument("--fc", type=_int_list, help="fully connected sizes, e.g. 256")
-    m.add_argument("--attention", choices=("softmax+adjacency", "softmax", "adjacency"))
+    m.add_argument("--attention", choices=ATTENTIONS, help="how each head's attention is formed")
     m.add_argument("--dropout", type=float)
 
     t = p.add_argument_group("optimization")

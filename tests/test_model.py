@@ -24,7 +24,9 @@ def build(cfg=GCNConfig(), n_nodes=6, n_features=12, n_classes=5, seed=0):
     )
 
 
-@pytest.mark.parametrize("attention", ["softmax+adjacency", "softmax", "adjacency"])
+@pytest.mark.parametrize(
+    "attention", ["softmax+adjacency", "softmax", "adjacency", "neighbours", "mean"]
+)
 def test_shapes_and_prunable_view(attention):
     cfg = GCNConfig(heads=4, filters=(8, 6), attention_dim=5, fc=(32, 16), attention=attention)
     apply, params = build(cfg)
@@ -84,3 +86,28 @@ def test_same_key_same_params():
 def test_bad_model_options(bad):
     with pytest.raises(ConfigError):
         GCNConfig(**bad)
+
+
+@pytest.mark.parametrize("attention", ["softmax+adjacency", "softmax", "neighbours", "mean"])
+def test_attention_rows_are_stochastic_and_neighbours_stay_on_the_graph(attention):
+    from flax import nnx
+
+    from gcnprune_jax.models.gcn import GCN
+
+    adj = normalized_adjacency(6, EDGES)
+    model = GCN(
+        GCNConfig(heads=3, attention=attention, fc=(8,)),
+        n_nodes=6,
+        n_features=12,
+        n_classes=2,
+        adjacency=adj,
+        rngs=nnx.Rngs(0),
+    )
+    x = jax.random.normal(jax.random.PRNGKey(2), (2, 6, 12))
+    attn = np.asarray(model.block0.attention_matrices(x))
+    assert attn.shape == (2, 3, 6, 6)
+    if attention != "mean":  # the mean of a stochastic matrix and Â is not row-stochastic
+        np.testing.assert_allclose(attn.sum(-1), 1.0, rtol=1e-5)
+    if attention == "neighbours":
+        assert np.all(attn[:, :, adj == 0] == 0)
+        assert np.all(attn[:, :, adj > 0] > 0)

@@ -29,7 +29,7 @@ from flax import nnx
 from gcnprune_jax.errors import ConfigError
 
 Params = dict[str, Any]
-ATTENTIONS = ("softmax+adjacency", "softmax", "adjacency")
+ATTENTIONS = ("softmax+adjacency", "softmax", "adjacency", "neighbours", "mean")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,8 +40,12 @@ class GCNConfig:
     filters: C per head for each stacked block; its length is the number of blocks.
     attention_dim: d of the query/key projections.
     fc: hidden sizes of the fully connected layers after flattening.
-    attention: "softmax+adjacency" (learned attention biased by Â), "softmax" or "adjacency"
-      (A_h = Â, no query/key parameters).
+    attention: how each head's (V, V) matrix A_h is formed:
+      "softmax+adjacency": softmax(QK^T/sqrt(d) + beta_h Â), learned attention biased by Â;
+      "softmax": softmax(QK^T/sqrt(d)), unconstrained;
+      "neighbours": the softmax restricted to skeleton neighbours and self (GAT-style);
+      "mean": (Â + softmax(QK^T/sqrt(d))) / 2, a learned correction of the fixed graph;
+      "adjacency": A_h = Â, no query/key parameters.
     dropout: rate on the flattened features and hidden FC layers during training (0: none, as
       the author).
     """
@@ -108,7 +112,12 @@ class AttentionGraphConv(nnx.Module):
         logits = jnp.einsum("bhvd,bhwd->bhvw", q, k) / math.sqrt(q.shape[-1])
         if self.attention == "softmax+adjacency":
             logits = logits + self.adjacency_gain[...][None, :, None, None] * adjacency
-        return jax.nn.softmax(logits, axis=-1)
+        if self.attention == "neighbours":
+            return jax.nn.softmax(logits, axis=-1, where=adjacency > 0)
+        attn = jax.nn.softmax(logits, axis=-1)
+        if self.attention == "mean":
+            return 0.5 * (attn + adjacency)
+        return attn
 
     def __call__(self, x: jax.Array) -> jax.Array:
         attn = self.attention_matrices(x)

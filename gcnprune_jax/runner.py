@@ -32,6 +32,7 @@ from gcnprune_jax.train import (
     TrainState,
     learning_rate,
     params_digest,
+    stack_trees,
 )
 
 
@@ -130,21 +131,21 @@ class Run:
             "n_features": cfg.features.n_features,
             "n_classes": ds.n_classes,
         }
-        keys = fold_keys(cfg.seed, cfg.folds)
-        states = []
-        apply_fn = None
-        for key in keys:
-            init_key, train_key = jax.random.split(key)
-            apply_fn, latent = build_gcn(
-                cfg.model, adjacency=self.adjacency, key=init_key, **self.model_dims
-            )
-            if len(states) == 0:
-                self.trainer = Trainer(
-                    apply_fn, cfg.train, DENSE, n_train=self.data.train.y.shape[1]
-                )
-            states.append(self.trainer.init_state(latent, {}, train_key))
-        self.apply_fn = apply_fn
-        self.initial_state: TrainState = jax.tree.map(lambda *a: jnp.stack(a), *states)
+        # One (init, train) key pair per fold; every fold's model has the same graph, so the
+        # first build's `apply` serves all of them.
+        key_pairs = [jax.random.split(key) for key in fold_keys(cfg.seed, cfg.folds)]
+        builds = [
+            build_gcn(cfg.model, adjacency=self.adjacency, key=init_key, **self.model_dims)
+            for init_key, _ in key_pairs
+        ]
+        self.apply_fn = builds[0][0]
+        self.trainer = Trainer(self.apply_fn, cfg.train, DENSE, n_train=self.data.train.y.shape[1])
+        self.initial_state: TrainState = stack_trees(
+            [
+                self.trainer.init_state(latent, {}, train_key)
+                for (_, latent), (_, train_key) in zip(builds, key_pairs, strict=True)
+            ]
+        )
 
     def chunks(self, start_epoch: int) -> list[tuple[int, int]]:
         """(first, last) epoch ranges of the compiled chunks from `start_epoch` on. The grid is

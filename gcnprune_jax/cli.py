@@ -137,6 +137,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         help="SBU: undo the anisotropic normalization (physical mm)",
     )
+    f.add_argument("--augment-copies", type=int, help="random training copies per sequence")
+    f.add_argument("--augment-rotation-deg", type=float, help="largest random rotation")
+    f.add_argument("--augment-scale", type=float, help="random scale in [1 - s, 1 + s]")
+    f.add_argument("--augment-crop", type=float, help="smallest kept fraction of the frames")
     f.add_argument("--standardize", choices=("global", "isotropic", "per_feature", "none"))
 
     m = p.add_argument_group("model")

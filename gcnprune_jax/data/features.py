@@ -55,10 +55,10 @@ class FeatureConfig:
     swap_persons: bool = False
     millimetres: bool = False
     augment_copies: int = 0
-    augment_rotation_deg: float = 15.0
-    augment_scale: float = 0.1
-    augment_crop: float = 0.8
-    standardize: str = "global"
+    augment_rotation_deg: float = 30.0
+    augment_scale: float = 0.2
+    augment_crop: float = 0.6
+    standardize: str = "isotropic"
 
     def __post_init__(self) -> None:
         if self.augment_copies < 0 or not 0 < self.augment_crop <= 1:

@@ -34,7 +34,10 @@ ATTENTIONS = ("softmax+adjacency", "softmax", "adjacency", "neighbours", "mean")
 
 @dataclasses.dataclass(frozen=True)
 class GCNConfig:
-    """Sizes and design switches of the GCN. Defaults give >= 0.5 M prunable weights.
+    """Sizes and design switches of the GCN. Defaults give >= 0.5 M prunable weights on SBU
+    and FPHA. The default attention, "neighbours", was within noise of the fixed adjacency in
+    experiments/results/dense_ablation.md while keeping learned (prunable) query/key tensors;
+    unconstrained softmax attention overfits.
 
     heads: H, attention heads (= channels G of the prunable block tensors).
     filters: C per head for each stacked block; its length is the number of blocks.
@@ -54,7 +57,7 @@ class GCNConfig:
     filters: tuple[int, ...] = (16,)
     attention_dim: int = 8
     fc: tuple[int, ...] = (256,)
-    attention: str = "softmax+adjacency"
+    attention: str = "neighbours"
     dropout: float = 0.0
 
     def __post_init__(self) -> None:

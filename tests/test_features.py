@@ -94,7 +94,7 @@ def test_hand_frame_rejects_non_hand_skeletons():
 def test_standardizer_uses_training_data_only():
     rng = np.random.default_rng(4)
     train = rng.normal(3.0, 2.0, size=(50, 6, 12)).astype(np.float32)
-    cfg = FeatureConfig()
+    cfg = FeatureConfig(standardize="global")
     standardize = fit_standardizer(train, cfg)
     out = standardize(train)
     # global: each coordinate kind has zero mean and unit std over all nodes and chunks

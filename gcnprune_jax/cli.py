@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import re
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -58,7 +59,16 @@ class BarReporter:
     def start(self, total_epochs: int, first_epoch: int, description: str) -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total_epochs, initial=first_epoch, desc=description, unit="epoch")
+        # A pseudo-terminal that reports size 0 x 0 would get an empty, hidden bar.
+        size = shutil.get_terminal_size((80, 24))
+        self.bar = tqdm(
+            total=total_epochs,
+            initial=first_epoch,
+            desc=description,
+            unit="epoch",
+            ncols=size.columns if size.columns > 0 else 80,
+            nrows=size.lines if size.lines > 0 else 24,
+        )
 
     def update(self, epoch: int, metrics: dict[str, float]) -> None:
         self.bar.set_postfix(

@@ -199,3 +199,13 @@ def test_augmented_copies_extend_training_only_and_are_seeded(synthetic):
     np.testing.assert_array_equal(a.train.x, b.train.x)  # same seed, same copies
     other = Run(aug.replace(seed=1), synthetic).data
     assert not np.array_equal(other.train.x, a.train.x)
+
+
+def test_train_chunk_jit_and_eager_agree(synthetic):
+    run = Run(tiny_config(), synthetic)
+    jitted, jitted_metrics = run.trainer.train_chunk(run.initial_state, run.data, 2)
+    with jax.disable_jit():
+        eager, eager_metrics = run.trainer._train_chunk(run.initial_state, run.data, 2)
+    np.testing.assert_allclose(jitted_metrics["loss"], eager_metrics["loss"], rtol=1e-4)
+    for a, b in zip(jax.tree.leaves(jitted.latent), jax.tree.leaves(eager.latent), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

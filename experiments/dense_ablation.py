@@ -57,11 +57,11 @@ ROWS: dict[str, list[Row]] = {
         ("+ actor (most motion) first", {"features": {"person_order": "motion"}}),
         ("+ isotropic standardization", {"features": {"standardize": "isotropic"}}),
         ("+ millimetres (undo anisotropic units)", {"features": {"millimetres": True}}),
-        ("+ train on both person orders [augmentation]", {"features": {"swap_persons": True}}),
         (
-            "+ attention on skeleton neighbours = **default**",
-            {"model": {"attention": "neighbours"}},
+            "+ train on both person orders [augmentation] = **default**",
+            {"features": {"swap_persons": True}},
         ),
+        ("default, attention = skeleton neighbours", {"model": {"attention": "neighbours"}}),
     )
     + [
         ("default, attention = fixed adjacency", {"model": {"attention": "adjacency"}}),

@@ -35,9 +35,9 @@ ATTENTIONS = ("softmax+adjacency", "softmax", "adjacency", "neighbours", "mean")
 @dataclasses.dataclass(frozen=True)
 class GCNConfig:
     """Sizes and design switches of the GCN. Defaults give >= 0.5 M prunable weights on SBU
-    and FPHA. The default attention, "neighbours", was within noise of the fixed adjacency in
-    experiments/results/dense_ablation.md while keeping learned (prunable) query/key tensors;
-    unconstrained softmax attention overfits.
+    and FPHA. Learned attention is kept in every default (its query/key tensors are pruned
+    like the others); which form generalizes best differs per dataset, so `config.py` sets it
+    per dataset from experiments/results/dense_ablation.md.
 
     heads: H, attention heads (= channels G of the prunable block tensors).
     filters: C per head for each stacked block; its length is the number of blocks.

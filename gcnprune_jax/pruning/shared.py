@@ -1,0 +1,250 @@
+"""The notation shared by all pruning methods (SPEC §0), as pure functions.
+
+The JAX functions (`as_gio` … `budget_loss`) are jit-able and differentiable; they run inside
+the one compiled train step. `keep_count`, `exact_export` and `realized_rate` are numpy: they
+run once, at export, outside jit, and must be exact rather than differentiable.
+
+Shapes: a prunable tensor Ŵ is viewed as (G, I, O) — G channels, I rows (inputs), O columns
+(outputs); a plain (I, O) kernel is the G = 1 case.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+from fractions import Fraction
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from gcnprune_jax.errors import ConfigError
+
+GRANULARITIES = ("entry", "row", "column", "channel")
+
+# Axes of the (G, I, O) view that each group statistic reduces over (SPEC §0, group statistics).
+_GROUP_AXES = {"row": (2,), "column": (1,), "channel": (1, 2)}
+
+
+def as_gio(x: jax.Array) -> jax.Array:
+    """View a prunable tensor as (G, I, O) (SPEC §0, prunable tensor).
+
+    x: (I, O) -> (1, I, O); (G, I, O) is returned as is.
+    """
+    if x.ndim == 2:
+        return x[None]
+    if x.ndim == 3:
+        return x
+    raise ValueError(f"a prunable tensor is (I, O) or (G, I, O), got shape {x.shape}")
+
+
+def from_gio(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Undo `as_gio`: (1, I, O) -> `shape` = (I, O); a 3-D `shape` passes x through.
+
+    x: (G, I, O), as returned by `as_gio` for a tensor of `shape`.
+    """
+    shape = tuple(shape)
+    expected = (1, *shape) if len(shape) == 2 else shape
+    if x.shape != expected:
+        raise ValueError(f"cannot view a (G, I, O) array of shape {x.shape} as {shape}")
+    return x.reshape(shape)
+
+
+def band_stop(x: ArrayLike, threshold: ArrayLike, temperature: ArrayLike) -> jax.Array:
+    """The band-stop b_{a,τ}(x) = s((x − a)/τ) + s((−x − a)/τ) of SPEC §0, entry-wise.
+
+    x: any shape; threshold a > 0 and temperature τ > 0 broadcast against it (SPEC §0 takes
+    τ = κ · a, so callers pass `kappa * threshold`). Returns x's shape, values in [0, 1]:
+    ≈ 0 in the stop band |x| < a, ≈ 1 outside, → 1[|x| > a] as τ → 0.
+
+    The sum of two logistics never exceeds 1 because their arguments sum to −2a/τ ≤ 0.
+    `jax.nn.sigmoid` saturates to exactly 0 or 1 instead of overflowing, so values and
+    gradients stay finite for any τ > 0 (the gradient peaks at 1/(4τ) on the band edge).
+    """
+    x = jnp.asarray(x)
+    return jax.nn.sigmoid((x - threshold) / temperature) + jax.nn.sigmoid(
+        (-x - threshold) / temperature
+    )
+
+
+def _safe_rms(x: jax.Array, axis: tuple[int, ...]) -> jax.Array:
+    """rms over `axis` (keepdims), with a zero (finite) gradient on all-zero groups.
+
+    sqrt has an infinite derivative at 0, and 0 · inf = nan would poison the whole gradient.
+    The double `where` keeps the sqrt's argument positive in both branches, so its derivative
+    is finite and then discarded; no eps biases the non-zero groups.
+    """
+    mean_square = jnp.mean(jnp.square(x), axis=axis, keepdims=True)
+    positive = mean_square > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, mean_square, 1.0)), 0.0)
+
+
+def group_rms(latent_gio: jax.Array, kind: str) -> jax.Array:
+    """Group statistic of SPEC §0 (group statistics), broadcast back to (G, I, O).
+
+    latent_gio: Ŵ, (G, I, O). kind:
+      "entry":   Ŵ itself (the band-stop is even, so Ŵ and |Ŵ| give the same mask);
+      "row":     row[g, i] = rms_o Ŵ[g, i, o];
+      "column":  col[g, o] = rms_i Ŵ[g, i, o];
+      "channel": chan[g]   = rms_{i,o} Ŵ[g, i, o].
+    Returns (G, I, O). The gradient is finite (zero) on a group that is all zeros.
+    """
+    if latent_gio.ndim != 3:
+        raise ValueError(f"group_rms expects a (G, I, O) tensor, got shape {latent_gio.shape}")
+    if kind == "entry":
+        return latent_gio
+    if kind not in _GROUP_AXES:
+        raise ValueError(f"kind must be one of {GRANULARITIES}, got {kind!r}")
+    return jnp.broadcast_to(_safe_rms(latent_gio, _GROUP_AXES[kind]), latent_gio.shape)
+
+
+def init_threshold(latent_at_init: ArrayLike, alpha: float = 0.5) -> jax.Array:
+    """Threshold scale a_ℓ = α · rms(Ŵ_ℓ at initialization) of SPEC §0.
+
+    latent_at_init: one tensor Ŵ_ℓ, any shape. Returns a scalar (one threshold per tensor).
+    """
+    return alpha * jnp.sqrt(jnp.mean(jnp.square(jnp.asarray(latent_at_init))))
+
+
+def anneal(
+    step: ArrayLike, total_steps: ArrayLike, start: float = 0.5, end: float = 0.005
+) -> jax.Array:
+    """Temperature factor κ_t of SPEC §0: geometric decay from κ_0 = `start` to κ_min = `end`.
+
+    κ_t = start · (end / start)^p with p = clip(step / (total_steps − 1), 0, 1): exactly
+    `start` at step 0, `end` at the last step (total_steps − 1), held there after. With
+    total_steps = 1 the single step gets `start`. step, total_steps: scalars (may be traced).
+    Returns a float32 scalar.
+    """
+    last = jnp.maximum(jnp.asarray(total_steps, jnp.float32) - 1.0, 1.0)
+    progress = jnp.clip(jnp.asarray(step, jnp.float32) / last, 0.0, 1.0)
+    return start * jnp.power(jnp.float32(end / start), progress)
+
+
+def budget_loss(
+    soft_masks: Any, target_rate: ArrayLike, n_total: ArrayLike, lam: float = 1e4
+) -> jax.Array:
+    """Budget loss of SPEC §0: λ · ((Σ_ℓ Σ ψ(Ŵ_ℓ) − c) / N)², c = (1 − r) N.
+
+    soft_masks: pytree of arrays ψ_ℓ (any shapes) summed together; target_rate r and n_total
+    N may be traced (e.g. vmapped over rates). Returns a scalar.
+
+    c is the unrounded (1 − r) N so that r can be traced; the integer target of the export
+    (`keep_count`) differs by at most half an entry, i.e. at most λ / (4N²) in the loss.
+    """
+    total = sum(jnp.sum(leaf) for leaf in jax.tree.leaves(soft_masks))
+    n_total = jnp.asarray(n_total, jnp.float32)
+    target_kept = (1.0 - jnp.asarray(target_rate, jnp.float32)) * n_total
+    return lam * jnp.square((total - target_kept) / n_total)
+
+
+def keep_count(n_total: int, target_rate: float) -> int:
+    """Target kept count c of SPEC §0: (1 − r) N rounded half up, as a Python int.
+
+    Rounding rule: c = floor((1 − r) N + 1/2), computed exactly in rationals with r read as
+    the shortest decimal that round-trips its float64 value (0.07 is 7/100). The plain
+    float64 `floor((1 - r) * N + 0.5)` agrees except on exact halves, where representation
+    error sometimes rounds down (r = 0.066, N = 250: 233.5 -> 233). r = 0 keeps all N
+    entries, r = 1 keeps none, and 0 ≤ c ≤ N always.
+    """
+    n_total = operator.index(n_total)
+    rate = float(target_rate)
+    if n_total < 0:
+        raise ValueError(f"n_total must be >= 0, got {n_total}")
+    if not 0.0 <= rate <= 1.0:
+        raise ConfigError(f"target rate must be in [0, 1], got {target_rate}")
+    exact = (1 - Fraction(repr(rate))) * n_total + Fraction(1, 2)
+    return exact.numerator // exact.denominator
+
+
+class ExportResult(NamedTuple):
+    """Crisp masks of the exact export (SPEC §0) and what INTERFACE.md reports about them.
+
+    masks: {path: bool array of that parameter's shape}.
+    kept, total: kept and prunable entries; kept == keep_count(total, target_rate).
+    realized_rate: 1 − kept / total.
+    soft_rate: 1 − Σψ / N, the rate implied by the soft masks before export.
+    rounding_changed: entries whose decision differs from 1[ψ > 1/2].
+    """
+
+    masks: dict[str, np.ndarray]
+    kept: int
+    total: int
+    realized_rate: float
+    soft_rate: float
+    rounding_changed: int
+
+
+def exact_export(
+    soft_masks: Mapping[str, ArrayLike], latents: Mapping[str, ArrayLike], target_rate: float
+) -> ExportResult:
+    """Exact export of SPEC §0: crisp masks that keep exactly c = keep_count(N, r) entries.
+
+    soft_masks: {path: ψ_ℓ}, latents: {path: Ŵ_ℓ}, same keys, each ψ_ℓ of its Ŵ_ℓ's shape.
+    Start from m = 1[ψ > 1/2]; if Σm ≠ c keep the c entries with the largest ψ, ties broken
+    by larger |Ŵ| first, then by the global index (paths sorted by name, then flat C-order
+    index ascending). The result is a pure function of the inputs (deterministic).
+
+    When Σm = c, the entries with ψ > 1/2 are exactly the top c by ψ (each exceeds every
+    entry left out), so one ranking covers both cases of the SPEC.
+    """
+    if set(soft_masks) != set(latents):
+        raise ValueError(
+            f"soft_masks and latents name different tensors: {sorted(soft_masks)} "
+            f"vs {sorted(latents)}"
+        )
+    names = sorted(soft_masks)
+    psi_parts, magnitude_parts = [], []
+    for name in names:
+        psi = np.asarray(soft_masks[name], np.float64)
+        latent = np.asarray(latents[name])
+        if psi.shape != latent.shape:
+            raise ValueError(
+                f"mask of {name!r} has shape {psi.shape}, its latent tensor {latent.shape}"
+            )
+        psi_parts.append(psi.ravel())
+        magnitude_parts.append(np.abs(latent.astype(np.float64)).ravel())
+    psi = np.concatenate(psi_parts) if names else np.zeros(0)
+    magnitude = np.concatenate(magnitude_parts) if names else np.zeros(0)
+    total = psi.size
+    if total == 0:
+        raise ValueError("exact_export needs at least one prunable entry")
+    if not (np.all(np.isfinite(psi)) and np.all(np.isfinite(magnitude))):
+        raise ValueError("soft masks and latent tensors must be finite for the exact export")
+
+    kept = keep_count(total, target_rate)
+    # np.lexsort sorts by its last key first: ψ descending, then |Ŵ| descending, then the
+    # global index ascending. The index key makes the order total, hence deterministic.
+    order = np.lexsort((np.arange(total), -magnitude, -psi))
+    keep = np.zeros(total, bool)
+    keep[order[:kept]] = True
+
+    masks, start = {}, 0
+    for name in names:
+        shape = np.shape(soft_masks[name])
+        size = int(np.prod(shape))
+        masks[name] = keep[start : start + size].reshape(shape)
+        start += size
+    return ExportResult(
+        masks=masks,
+        kept=kept,
+        total=total,
+        realized_rate=1.0 - kept / total,
+        soft_rate=float(1.0 - psi.sum() / total),
+        rounding_changed=int(np.count_nonzero(keep != (psi > 0.5))),
+    )
+
+
+def realized_rate(masks: Mapping[str, ArrayLike]) -> float:
+    """Pruning rate of crisp masks (SPEC §0): 1 − kept / total over all entries of all arrays.
+
+    masks: {path: bool (or 0/1) array}; an entry is kept when it is non-zero.
+    """
+    arrays = [np.asarray(m) for m in masks.values()]
+    total = sum(a.size for a in arrays)
+    if total == 0:
+        raise ValueError("realized_rate needs at least one mask entry")
+    kept = sum(int(np.count_nonzero(a)) for a in arrays)
+    return 1.0 - kept / total

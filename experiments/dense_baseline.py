@@ -49,9 +49,12 @@ def main() -> None:
             cfg = default_config(dataset).replace(seed=seed)
             out = Path(args.out) / f"{dataset}_s{seed}"
             result_file = out / "result.json"
-            if result_file.exists():
-                result = json.loads(result_file.read_text())
+            stored = json.loads(result_file.read_text()) if result_file.exists() else None
+            if stored is not None and stored["config"] == json.loads(json.dumps(cfg.to_dict())):
+                result = stored  # a finished run of exactly this config
             else:
+                if stored is not None:
+                    raise SystemExit(f"{out} holds a run of other settings; remove it first")
                 result = run_training(cfg, out, resume=True)
             accuracies.append(100 * result["accuracy"])
             folds = " ".join(f"{a:.3f}" for a in result["fold_accuracies"])

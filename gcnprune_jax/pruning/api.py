@@ -1,0 +1,206 @@
+"""The one interface every pruning method implements (SPEC §0), in the optax style.
+
+A method is a small value of pure functions (`PruningMethod`):
+
+    aux   = method.init(latent, key)               # e.g. per-tensor thresholds a_ℓ at init
+    masks = method.mask(latent, aux, ctx)           # {path: ψ_ℓ, the shape of Ŵ_ℓ}, in [0, 1]
+    loss  = method.penalty(latent, aux, ctx, masks) # scalar: budget, rank, alignment terms
+
+The network runs on W = Ŵ ⊙ ψ(Ŵ) (SPEC §0, latent parametrization): `apply_masks` builds it,
+`to_objective` plugs a method into the shared train step (`train.Objective`), `compose` makes
+one method out of several (Hadamard product of masks, sum of penalties), and the registry
+(`register`, `get`, `names`) lets configs name methods by string.
+
+Masks are dicts over the prunable leaves only (`models.gcn.is_prunable`), keyed by
+`models.gcn.path_name` of their key path; every other parameter passes through unchanged.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from gcnprune_jax.errors import ConfigError
+from gcnprune_jax.models.gcn import is_prunable, path_name
+from gcnprune_jax.train import Context, Objective
+
+Params = dict[str, Any]
+Masks = dict[str, jax.Array]
+
+# Modules that register the built-in methods when imported; `get` and `names` import them
+# lazily, since they import this module themselves.
+_BUILTIN_MODULES = ("gcnprune_jax.pruning.ctf",)
+
+
+class MaskContext(NamedTuple):
+    """What a mask may depend on besides the latent parameters (SPEC §0): the step and the
+    training length (for annealed temperatures) and the target pruning rate r. All scalars,
+    possibly traced (e.g. r vmapped over rates)."""
+
+    step: jax.Array
+    total_steps: jax.Array
+    target_rate: jax.Array
+
+    @classmethod
+    def from_train(cls, ctx: Context, target_rate: ArrayLike) -> MaskContext:
+        """The train step's `Context` plus a target rate r."""
+        return cls(
+            step=jnp.asarray(ctx.step),
+            total_steps=jnp.asarray(ctx.total_steps),
+            target_rate=jnp.asarray(target_rate, jnp.float32),
+        )
+
+
+class PruningMethod(NamedTuple):
+    """A pruning method as pure functions (see the module docstring for the call pattern).
+
+    name: the registry name (or "a+b" for a composition).
+    init(latent, key) -> aux: a pytree computed once from the latent params at init.
+    mask(latent, aux, ctx) -> masks: {path: soft mask ψ_ℓ of Ŵ_ℓ's shape} over the
+      prunable leaves only, values in [0, 1].
+    penalty(latent, aux, ctx, masks) -> scalar added to the cross-entropy; `masks` are the
+      masks actually applied to the network.
+    """
+
+    name: str
+    init: Callable[[Params, jax.Array], Any]
+    mask: Callable[[Params, Any, MaskContext], Masks]
+    penalty: Callable[[Params, Any, MaskContext, Masks], jax.Array]
+
+
+def prunable_leaves(params: Params) -> dict[str, jax.Array]:
+    """{path: Ŵ_ℓ} of the prunable leaves ((G, I, O) or (I, O)), in the pytree's order.
+
+    Selection is by key path (`is_prunable`), never by the container's internals.
+    """
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    return {path_name(path): leaf for path, leaf in flat if is_prunable(path, leaf)}
+
+
+def apply_masks(params: Params, masks: Mapping[str, ArrayLike]) -> Params:
+    """Effective parameters W = Ŵ ⊙ ψ (SPEC §0) for the prunable leaves; others unchanged.
+
+    params: the latent pytree. masks: {path: ψ_ℓ} with exactly the prunable leaves' paths,
+    each of its leaf's shape (explicit masks: a leaf left unpruned gets all ones, never None).
+    Returns a pytree of params' structure.
+    """
+    expected = prunable_leaves(params)
+    if set(masks) != set(expected):
+        raise ValueError(
+            f"masks must name exactly the prunable parameters {sorted(expected)}, "
+            f"got {sorted(masks)}"
+        )
+    for name, leaf in expected.items():
+        if jnp.shape(masks[name]) != jnp.shape(leaf):
+            raise ValueError(
+                f"mask of {name!r} has shape {jnp.shape(masks[name])}, "
+                f"the parameter {jnp.shape(leaf)}"
+            )
+
+    def effective(path: tuple[Any, ...], leaf: Any) -> Any:
+        return leaf * masks[path_name(path)] if is_prunable(path, leaf) else leaf
+
+    return jax.tree_util.tree_map_with_path(effective, params)
+
+
+def soft_rate(masks: Mapping[str, ArrayLike], n_total: ArrayLike) -> jax.Array:
+    """Soft pruning rate 1 − Σ_ℓ Σ ψ_ℓ / N (SPEC §0, pruning rate, with soft masks).
+
+    masks: {path: ψ_ℓ}; n_total: N, the number of prunable entries. Returns a scalar.
+    """
+    kept = sum(jnp.sum(m) for m in masks.values())
+    return 1.0 - kept / jnp.asarray(n_total, jnp.float32)
+
+
+def compose(*methods: PruningMethod) -> PruningMethod:
+    """One method out of several: ψ = Π_k ψ_k (Hadamard product, path by path), penalty
+    Σ_k penalty_k, aux = (aux_1, …, aux_K) with one key per part (split from the given key).
+
+    Each part's penalty receives the combined masks, the ones the network actually runs on
+    (so a budget term counts what is really kept).
+    """
+    if not methods:
+        raise ConfigError("compose needs at least one pruning method")
+
+    def init(latent: Params, key: jax.Array) -> tuple[Any, ...]:
+        keys = jax.random.split(key, len(methods))
+        return tuple(m.init(latent, k) for m, k in zip(methods, keys, strict=True))
+
+    def mask(latent: Params, aux: tuple[Any, ...], ctx: MaskContext) -> Masks:
+        parts = [m.mask(latent, a, ctx) for m, a in zip(methods, aux, strict=True)]
+        combined = dict(parts[0])
+        for part in parts[1:]:
+            if set(part) != set(combined):
+                raise ValueError("composed methods must mask the same parameters")
+            combined = {name: combined[name] * part[name] for name in combined}
+        return combined
+
+    def penalty(latent: Params, aux: tuple[Any, ...], ctx: MaskContext, masks: Masks):
+        terms = [m.penalty(latent, a, ctx, masks) for m, a in zip(methods, aux, strict=True)]
+        return sum(terms[1:], terms[0])
+
+    return PruningMethod("+".join(m.name for m in methods), init, mask, penalty)
+
+
+def to_objective(method: PruningMethod, target_rate: ArrayLike) -> Objective:
+    """Plug a method into the shared train step (`train.Objective`) at target rate r.
+
+    transform(latent, aux, ctx) = apply_masks(latent, method.mask(latent, aux, ctx_r));
+    penalty(latent, aux, ctx) = method.penalty(latent, aux, ctx_r, masks), ctx_r the train
+    context plus r. The train state's `aux` must be `method.init(latent, key)`. The masks are
+    computed in both functions; under jit XLA deduplicates the identical computation.
+    """
+
+    def masks_of(latent: Params, aux: Any, ctx: Context) -> tuple[MaskContext, Masks]:
+        mask_ctx = MaskContext.from_train(ctx, target_rate)
+        return mask_ctx, method.mask(latent, aux, mask_ctx)
+
+    def transform(latent: Params, aux: Any, ctx: Context) -> Params:
+        return apply_masks(latent, masks_of(latent, aux, ctx)[1])
+
+    def penalty(latent: Params, aux: Any, ctx: Context) -> jax.Array:
+        mask_ctx, masks = masks_of(latent, aux, ctx)
+        return method.penalty(latent, aux, mask_ctx, masks)
+
+    return Objective(transform=transform, penalty=penalty)
+
+
+_REGISTRY: dict[str, Callable[..., PruningMethod]] = {}
+
+
+def register(name: str, factory: Callable[..., PruningMethod]) -> None:
+    """Make `get(name, **hyper)` call `factory(**hyper)`. A name is registered once."""
+    if name in _REGISTRY and _REGISTRY[name] is not factory:
+        raise ValueError(f"pruning method {name!r} is already registered")
+    _REGISTRY[name] = factory
+
+
+def _load_builtins() -> None:
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+def names() -> tuple[str, ...]:
+    """The registered method names, sorted."""
+    _load_builtins()
+    return tuple(sorted(_REGISTRY))
+
+
+def get(name: str, **hyper: Any) -> PruningMethod:
+    """The method registered as `name`, built with hyper-parameters `hyper`.
+
+    Raises ConfigError for an unknown name (listing the known ones) or a hyper-parameter the
+    method does not take.
+    """
+    _load_builtins()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown pruning method {name!r}; known methods: {names()}")
+    try:
+        return _REGISTRY[name](**hyper)
+    except TypeError as err:
+        raise ConfigError(f"bad hyper-parameters for pruning method {name!r}: {err}") from err

@@ -30,7 +30,7 @@ SPEC_EXACT = {
         "millimetres": False,
         "augment_copies": 0,
     },
-    "model": {"attention": "softmax+adjacency"},
+    "model": {"attention": "softmax+adjacency", "dropout": 0.0},
 }
 
 Row = tuple[str, dict[str, dict]]
@@ -78,10 +78,8 @@ ROWS: dict[str, list[Row]] = {
         ("+ centre each sequence", {"features": {"center": "sequence"}}),
         ("+ isotropic standardization", {"features": {"standardize": "isotropic"}}),
         ("+ attention on skeleton neighbours", {"model": {"attention": "neighbours"}}),
-        (
-            "+ 16 augmented copies [augmentation] = **default**",
-            {"features": {"augment_copies": 16}},
-        ),
+        ("+ 16 augmented copies [augmentation]", {"features": {"augment_copies": 16}}),
+        ("+ dropout 0.5 [departure] = **default**", {"model": {"dropout": 0.5}}),
     )
     + [
         ("default, attention = fixed adjacency", {"model": {"attention": "adjacency"}}),
@@ -95,9 +93,10 @@ ROWS: dict[str, list[Row]] = {
             {"features": {"augment_copies": 0, "velocities": True}},
         ),
         ("default, no augmentation, 8 chunks", {"features": {"augment_copies": 0, "chunks": 8}}),
+        ("default, no augmentation", {"features": {"augment_copies": 0}}),
         (
-            "default, no augmentation, dropout 0.5",
-            {"features": {"augment_copies": 0}, "model": {"dropout": 0.5}},
+            "default, no augmentation, no dropout",
+            {"features": {"augment_copies": 0}, "model": {"dropout": 0.0}},
         ),
     ],
 }

@@ -660,13 +660,13 @@ def test_unwritable_cache_only_warns(sbu_root, tmp_path):
 
 def test_load_dataset_resolves_directories(sbu_root, fpha_root, tmp_path, monkeypatch):
     sbu_dir, _ = sbu_root
-    assert len(load_dataset("sbu", sbu_dir, cache_dir=False)) == 7
+    assert len(load_dataset("sbu", sbu_dir, cache_dir=False, verify_counts=False)) == 7
     with pytest.raises(DataError) as info:
         load_dataset("fpha")
     assert "--data-dir" in str(info.value) and "GCNPRUNE_DATA_DIR" in str(info.value)
     monkeypatch.setenv("GCNPRUNE_DATA_DIR", str(tmp_path))  # holds sbu/ and fpha/
-    assert len(load_dataset("fpha", cache_dir=False)) == 5
-    assert len(load_dataset("sbu", cache_dir=False)) == 7
+    assert len(load_dataset("fpha", cache_dir=False, verify_counts=False)) == 5
+    assert len(load_dataset("sbu", cache_dir=False, verify_counts=False)) == 7
     with pytest.raises(ConfigError, match="unknown dataset 'ntu'"):
         load_dataset("ntu")
 
@@ -685,3 +685,9 @@ def test_load_dataset_synthetic_is_lazy(monkeypatch):
         warnings.simplefilter("error")
         assert load_dataset("synthetic", seed=3) == "synthetic-dataset"
     assert seen == [3]
+
+
+def test_load_dataset_refuses_a_truncated_copy(sbu_root):
+    # The CLI path verifies the known counts: 7 sequences are not SBU's 282.
+    with pytest.raises(DataError, match=r"282"):
+        load_dataset("sbu", sbu_root[0], cache_dir=False)

@@ -32,6 +32,7 @@ def load_dataset(
     *,
     cache_dir: CacheDirArg = None,
     seed: int = 0,
+    verify_counts: bool = True,
 ) -> SkeletonDataset:
     """Load a dataset by name, as the CLI's `--dataset` / `--data-dir` options do.
 
@@ -41,6 +42,9 @@ def load_dataset(
         FPHA's split file). None: `$GCNPRUNE_DATA_DIR/<name>`. Ignored for "synthetic".
       cache_dir: parsed-array cache location; None = default, False = off (see `data.cache`).
       seed: only for "synthetic", passed to `make_synthetic`.
+      verify_counts: check the real dataset's known counts (data README §3), so that a
+        truncated or altered copy is refused instead of silently giving other numbers. Off
+        only for small test trees in the same format.
 
     Returns:
       The `SkeletonDataset` (sequences (T, V, 3) float32).
@@ -68,4 +72,7 @@ def load_dataset(
             f"no data directory for dataset {name!r}: pass --data-dir DIR (the {name} root) or "
             f"set {DATA_DIR_ENV} to a directory containing {name}/"
         )
-    return loaders[name](root, cache_dir=cache_dir)
+    ds = loaders[name](root, cache_dir=cache_dir)
+    if verify_counts:
+        {"sbu": check_sbu_counts, "fpha": check_fpha_counts}[name](ds)
+    return ds

@@ -97,6 +97,53 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
+def _str_list(text: str) -> tuple[str, ...]:
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one comma-separated value")
+    return values
+
+
+def _add_pruning_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("pruning (SPEC.md; each method reads the options it uses)")
+    g.add_argument(
+        "--method",
+        required=True,
+        help="dense, magnitude, structured, random, snip, ctf (ssp, tcmp, pmp, mrmp: later)",
+    )
+    g.add_argument(
+        "--rate",
+        type=float,
+        required=True,
+        dest="target_rate",
+        help="pruning rate r in [0, 1): the fraction of prunable weights removed",
+    )
+    g.add_argument(
+        "--granularities",
+        type=_str_list,
+        help="ctf: enabled mask factors, e.g. entry or row,column",
+    )
+    g.add_argument("--alpha", type=float, help="threshold a = alpha * rms(W at init)")
+    g.add_argument("--kappa-start", type=float, help="initial relative temperature")
+    g.add_argument("--kappa-end", type=float, help="final relative temperature")
+    g.add_argument("--budget-lambda", type=float, help="weight of the budget loss")
+    g.add_argument(
+        "--scope",
+        choices=("global", "layerwise"),
+        help="magnitude: rank over the net or per tensor",
+    )
+    g.add_argument(
+        "--structure",
+        choices=("column", "row", "channel"),
+        help="structured: the groups ranked by RMS",
+    )
+    g.add_argument(
+        "--prune-at",
+        type=float,
+        help="magnitude/structured: fraction of the epochs trained dense before pruning",
+    )
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument(
@@ -180,7 +227,7 @@ def _describe_defaults(parser: argparse.ArgumentParser) -> None:
 
     configs = {d: default_config(d) for d in DATASETS}
     for action in parser._actions:
-        for section in ("features", "model", "train"):
+        for section in ("features", "model", "train", "pruning"):
             section_cfg = getattr(configs["synthetic"], section)
             if action.dest not in {fld.name for fld in dataclasses.fields(section_cfg)}:
                 continue
@@ -201,17 +248,21 @@ def config_from_args(args: argparse.Namespace) -> Any:
     from gcnprune_jax.config import default_config
 
     cfg = default_config(args.dataset)
-    sections: dict[str, dict[str, Any]] = {"features": {}, "model": {}, "train": {}}
+    sections: dict[str, dict[str, Any]] = {"features": {}, "model": {}, "train": {}, "pruning": {}}
     for section in sections:
         names = {fld.name for fld in dataclasses.fields(getattr(cfg, section))}
         for name in names:
             value = getattr(args, name, None)
             if value is not None:
                 sections[section][name] = value
+    method = getattr(args, "method", None) or "dense"
     return cfg.replace(
         fold=args.fold,
         seed=args.seed,
         data_seed=args.data_seed,
+        method=method,
+        target_rate=getattr(args, "target_rate", None) or 0.0,
+        pruning=dataclasses.replace(cfg.pruning, **sections["pruning"]),
         features=dataclasses.replace(cfg.features, **sections["features"]),
         model=dataclasses.replace(cfg.model, **sections["model"]),
         train=dataclasses.replace(cfg.train, **sections["train"]),
@@ -222,15 +273,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     from gcnprune_jax.runner import run_training
 
     cfg = config_from_args(args)
-    out = args.out or f"runs/{cfg.dataset}_{cfg.method}_s{cfg.seed}"
+    rate = f"_r{cfg.target_rate:g}" if cfg.method != "dense" else ""
+    out = args.out or f"runs/{cfg.dataset}_{cfg.method}{rate}_s{cfg.seed}"
     result = run_training(
         cfg, out, data_dir=args.data_dir, resume=args.resume, reporter=_reporter()
     )
     folds = ", ".join(f"{a:.4f}" for a in result["fold_accuracies"])
+    pruned = ""
+    if cfg.method != "dense":
+        pruned = (
+            f", realized rate {result['realized_rate']:.4f} (soft {result['soft_rate']:.4f}), "
+            f"structured FLOPs {result['flops_structured'] / result['flops_dense']:.3f} of dense, "
+            f"{result['dangling_connections']} dangling"
+        )
     print(
         f"{cfg.dataset} {cfg.method}: accuracy {result['accuracy']:.4f} (folds: {folds}), "
-        f"{result['params_total']} prunable weights, {result['wall_time_s']:.1f} s; "
-        f"wrote {out}/result.json"
+        f"{result['params_kept']}/{result['params_total']} prunable weights kept{pruned}, "
+        f"{result['wall_time_s']:.1f} s; wrote {out}/result.json"
     )
     return 0
 
@@ -238,12 +297,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from gcnprune_jax.runner import evaluate_checkpoint
 
-    if args.rate is not None:
-        raise ConfigError(
-            "--rate: this checkpoint holds a dense run; a rate applies only to pruned runs "
-            "(multi-rate runs serve any rate)"
-        )
     result = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir)
+    if args.rate is not None and args.rate != result["target_rate"]:
+        raise ConfigError(
+            f"--rate {args.rate}: this checkpoint holds a {result['method']} run at rate "
+            f"{result['target_rate']}; only multi-rate (mrmp) runs serve other rates"
+        )
     print(
         json.dumps(
             {
@@ -251,8 +310,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 for k in (
                     "dataset",
                     "method",
+                    "target_rate",
+                    "realized_rate",
                     "accuracy",
                     "fold_accuracies",
+                    "params_kept",
+                    "params_total",
+                    "flops_structured",
+                    "dangling_connections",
                     "epochs",
                     "params_digest",
                 )
@@ -273,7 +338,7 @@ def _with_option_names(message: str) -> str:
         name = match.group(2)
         return _OPTION_FOR_FIELD.get(name, "--" + name.replace("_", "-"))
 
-    return re.sub(r"\b(features|model|train)\.([a-z_]+)", option, message)
+    return re.sub(r"\b(features|model|train|pruning)\.([a-z_]+)", option, message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -286,6 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(train)
     _describe_defaults(train)
     train.set_defaults(func=cmd_train)
+    prune = sub.add_parser("prune", help="train a pruned GCN with one of the methods")
+    _add_run_options(prune)
+    _add_pruning_options(prune)
+    _describe_defaults(prune)
+    prune.set_defaults(func=cmd_train)
     ev = sub.add_parser("eval", help="re-evaluate a saved run")
     ev.add_argument(
         "--checkpoint", required=True, help="a run's output directory (or its checkpoint/ folder)"

@@ -16,6 +16,71 @@ from gcnprune_jax.train import TrainConfig
 
 DATASETS = ("synthetic", "sbu", "fpha")
 SBU_FOLDS = 5
+# INTERFACE.md's method names (SPEC.md); `runner` says which are implemented.
+METHODS = (
+    "dense",
+    "magnitude",
+    "structured",
+    "random",
+    "snip",
+    "ctf",
+    "ssp",
+    "tcmp",
+    "pmp",
+    "mrmp",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class PruningConfig:
+    """Hyper-parameters of the pruning methods (each method reads the ones it uses).
+
+    granularities: CTF's enabled factors (SPEC §1), a subset of channel, column, row, entry.
+    alpha: threshold scale a_ℓ = α · rms(Ŵ_ℓ at init) (SPEC §0).
+    kappa_start, kappa_end: the relative temperature κ_t's geometric schedule (SPEC §0).
+    budget_lambda: λ of the normalized budget loss (SPEC §0).
+    scope: magnitude pruning over the whole network ("global") or per tensor ("layerwise").
+    structure: the groups structured pruning ranks: "column" (output units / filters),
+      "row" (input connections) or "channel" (whole heads; an FC kernel is one channel).
+    prune_at: magnitude and structured pruning train dense for this fraction of the epochs,
+      prune, and fine-tune with the mask fixed for the rest (same total epochs, SPEC §6).
+    """
+
+    granularities: tuple[str, ...] = ("channel", "column", "row", "entry")
+    alpha: float = 0.5
+    kappa_start: float = 0.5
+    kappa_end: float = 0.005
+    budget_lambda: float = 1e4
+    scope: str = "global"
+    structure: str = "column"
+    prune_at: float = 0.5
+
+    def __post_init__(self) -> None:
+        from gcnprune_jax.pruning.baselines import SCOPES, STRUCTURES
+        from gcnprune_jax.pruning.shared import GRANULARITIES
+
+        if not self.granularities or not set(self.granularities) <= set(GRANULARITIES):
+            raise ConfigError(
+                f"pruning.granularities must be values among {GRANULARITIES}, "
+                f"got {list(self.granularities)}"
+            )
+        if not self.alpha > 0:
+            raise ConfigError(f"pruning.alpha must be > 0, got {self.alpha}")
+        if not 0 < self.kappa_end <= self.kappa_start:
+            raise ConfigError(
+                "pruning.kappa_end and pruning.kappa_start need 0 < end <= start, got "
+                f"{self.kappa_end} and {self.kappa_start}"
+            )
+        if not self.budget_lambda >= 0:
+            raise ConfigError(f"pruning.budget_lambda must be >= 0, got {self.budget_lambda}")
+        if self.scope not in SCOPES:
+            raise ConfigError(f"pruning.scope must be one of {SCOPES}, got {self.scope!r}")
+        if self.structure not in STRUCTURES:
+            raise ConfigError(
+                f"pruning.structure must be one of {STRUCTURES}, got {self.structure!r}"
+            )
+        if not 0.0 < self.prune_at < 1.0:
+            raise ConfigError(f"pruning.prune_at must be in (0, 1), got {self.prune_at}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +89,7 @@ class RunConfig:
     trained together) or "1".."5" (SBU only); FPHA and synthetic have one official split.
     seed: initializes parameters and any shuffling; same seed and machine, same digest.
     data_seed: the synthetic dataset's generator seed (the data, not the training).
+    method: one of METHODS; target_rate: the pruning rate r in [0, 1) (0 for dense).
     """
 
     dataset: str = "synthetic"
@@ -35,8 +101,13 @@ class RunConfig:
     features: FeatureConfig = FeatureConfig()
     model: GCNConfig = GCNConfig()
     train: TrainConfig = TrainConfig()
+    pruning: PruningConfig = PruningConfig()
 
     def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"--method must be one of {METHODS}, got {self.method!r}")
+        if self.method == "dense" and self.target_rate != 0.0:
+            raise ConfigError(f"--rate {self.target_rate}: the dense method prunes nothing")
         if self.dataset not in DATASETS:
             raise ConfigError(f"--dataset must be one of {DATASETS}, got {self.dataset!r}")
         if self.fold != "all":
@@ -64,7 +135,12 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        sections = {"features": FeatureConfig, "model": GCNConfig, "train": TrainConfig}
+        sections = {
+            "features": FeatureConfig,
+            "model": GCNConfig,
+            "train": TrainConfig,
+            "pruning": PruningConfig,
+        }
         kwargs: dict[str, Any] = {}
         for name, value in d.items():
             if name in sections:

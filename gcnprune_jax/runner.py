@@ -6,11 +6,12 @@ progress reporting (through a `Reporter` the caller passes in), never the math.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -18,14 +19,19 @@ import numpy as np
 
 from gcnprune_jax.checkpoint import Checkpointer
 from gcnprune_jax.config import RunConfig
-from gcnprune_jax.costs import dense_flops
+from gcnprune_jax.costs import dense_flops, flops_structured, flops_unstructured
 from gcnprune_jax.data import load_dataset
 from gcnprune_jax.data.base import SkeletonDataset
 from gcnprune_jax.data.features import dataset_features, fit_standardizer, normalized_adjacency
 from gcnprune_jax.errors import CheckpointError, ConfigError, DivergenceError
-from gcnprune_jax.models.gcn import build_gcn, count_prunable
+from gcnprune_jax.models.gcn import build_gcn
+from gcnprune_jax.pruning import api as pruning_api
+from gcnprune_jax.pruning.baselines import BASELINES, fixed
+from gcnprune_jax.pruning.shared import exact_export, realized_rate
+from gcnprune_jax.topology import dangling_connections
 from gcnprune_jax.train import (
     DENSE,
+    Context,
     FoldData,
     Split,
     Trainer,
@@ -33,6 +39,7 @@ from gcnprune_jax.train import (
     learning_rate,
     params_digest,
     stack_trees,
+    weighted_cross_entropy,
 )
 
 
@@ -118,12 +125,55 @@ def fold_keys(seed: int, folds: tuple[int, ...]) -> jax.Array:
     return jnp.stack([jax.random.fold_in(base, k) for k in folds])
 
 
+def _method_hyper(cfg: RunConfig) -> dict[str, Any]:
+    """The registered (learned) method's hyper-parameters from the config."""
+    p = cfg.pruning
+    if cfg.method == "ctf":
+        return {
+            "granularities": p.granularities,
+            "alpha": p.alpha,
+            "kappa_start": p.kappa_start,
+            "kappa_end": p.kappa_end,
+            "lam": p.budget_lambda,
+        }
+    return {}
+
+
 class Run:
-    """A configured run: dataset, stacked fold data, model, trainer and initial state."""
+    """A configured run: dataset, stacked fold data, model, trainer and initial state.
+
+    Three kinds of method share the one train program (SPEC §6 for the baselines):
+    - dense: no mask;
+    - a baseline (`pruning.baselines.BASELINES`): the `fixed` mask objective, its mask the
+      method state; magnitude and structured train with all-ones masks until `prune_epoch`,
+      then select the mask from the trained weights and fine-tune; random and SNIP select at
+      initialization;
+    - a learned method (the `pruning.api` registry, e.g. ctf): its soft masks and penalty at
+      the target rate, with the exact export (SPEC §0) at the end.
+    """
 
     def __init__(self, cfg: RunConfig, ds: SkeletonDataset) -> None:
         self.cfg = cfg
         self.ds = ds
+        self.baseline = BASELINES.get(cfg.method)
+        self.method = None
+        if cfg.method != "dense" and self.baseline is None:
+            if cfg.method not in pruning_api.names():
+                available = ("dense", *BASELINES, *pruning_api.names())
+                raise ConfigError(
+                    f"--method {cfg.method}: specified in SPEC.md but not implemented in this "
+                    f"version; available methods: {', '.join(available)}"
+                )
+            self.method = pruning_api.get(cfg.method, **_method_hyper(cfg))
+        self.prune_epoch = None
+        if self.baseline is not None and not self.baseline.at_init:
+            if cfg.train.epochs < 2:
+                raise ConfigError(
+                    f"--epochs {cfg.train.epochs}: {cfg.method} trains, prunes and fine-tunes, "
+                    "which needs at least 2 epochs"
+                )
+            epoch = round(cfg.pruning.prune_at * cfg.train.epochs)
+            self.prune_epoch = min(max(epoch, 1), cfg.train.epochs - 1)
         self.data = make_fold_data(ds, cfg)
         self.adjacency = normalized_adjacency(ds.n_nodes, ds.edges)
         self.model_dims = {
@@ -139,20 +189,122 @@ class Run:
             for init_key, _ in key_pairs
         ]
         self.apply_fn = builds[0][0]
-        self.trainer = Trainer(self.apply_fn, cfg.train, DENSE, n_train=self.data.train.y.shape[1])
-        self.initial_state: TrainState = stack_trees(
-            [
-                self.trainer.init_state(latent, {}, train_key)
-                for (_, latent), (_, train_key) in zip(builds, key_pairs, strict=True)
-            ]
+        n_train = self.data.train.y.shape[1]
+        self.fixed_objective = pruning_api.to_objective(fixed(), 0.0)
+        if self.method is not None:
+            objective = pruning_api.to_objective(self.method, cfg.target_rate)
+        elif self.baseline is not None:
+            objective = self.fixed_objective
+        else:
+            objective = DENSE
+        self.trainer = Trainer(self.apply_fn, cfg.train, objective, n_train=n_train)
+        # Crisp masks at export: the exported network runs on Ŵ ⊙ m with m held in `aux`.
+        self.export_trainer = Trainer(
+            self.apply_fn, cfg.train, self.fixed_objective, n_train=n_train
         )
+        states = []
+        for fold, ((init_key, train_key), (_, latent)) in enumerate(
+            zip(key_pairs, builds, strict=True)
+        ):
+            method_key = jax.random.fold_in(init_key, 1)
+            states.append(
+                self.trainer.init_state(
+                    latent, self._initial_aux(latent, method_key, fold), train_key
+                )
+            )
+        self.initial_state: TrainState = stack_trees(states)
+
+    def _initial_aux(self, latent: dict[str, Any], key: jax.Array, fold: int) -> Any:
+        if self.method is not None:
+            return self.method.init(latent, key)
+        if self.baseline is None:
+            return {}
+        if not self.baseline.at_init:
+            return fixed().init(latent, key)  # all ones until the pruning epoch
+        grads = None
+        if self.baseline.needs_grads:
+            grads = self._loss_grads(latent, jax.tree.map(lambda a: a[fold], self.data.train))
+        return self._select(latent, key, grads)
+
+    def _select(self, latent: dict[str, Any], key: jax.Array, grads: Any) -> dict[str, Any]:
+        leaves = {n: np.asarray(w) for n, w in pruning_api.prunable_leaves(latent).items()}
+        masks = self.baseline.select(
+            leaves, self.cfg.target_rate, key=key, grads=grads, options=self.cfg.pruning
+        )
+        return {n: jnp.asarray(m, jnp.float32) for n, m in masks.items()}
+
+    def _loss_grads(self, latent: dict[str, Any], split: Split) -> dict[str, np.ndarray]:
+        """∂CE/∂Ŵ of the prunable tensors on the whole training split (SNIP's saliency)."""
+
+        def ce(params):
+            logits = self.apply_fn(params, split.x)
+            return weighted_cross_entropy(logits, split.y, split.w)[0]
+
+        grads = jax.grad(ce)(latent)
+        return {n: np.asarray(g) for n, g in pruning_api.prunable_leaves(grads).items()}
+
+    def prune(self, state: TrainState) -> TrainState:
+        """The pruning step of magnitude / structured pruning at `prune_epoch`: select each
+        fold's mask from its trained weights, and restart the optimizer for fine-tuning."""
+        key_pairs = [jax.random.split(key) for key in fold_keys(self.cfg.seed, self.cfg.folds)]
+        aux = []
+        for fold, (init_key, _) in enumerate(key_pairs):
+            latent = jax.tree.map(lambda a, f=fold: a[f], state.latent)
+            aux.append(self._select(latent, jax.random.fold_in(init_key, 1), None))
+        opt_state = jax.vmap(self.trainer.optimizer.init)(state.latent)
+        return state._replace(aux=stack_trees(aux), opt_state=opt_state)
 
     def chunks(self, start_epoch: int) -> list[tuple[int, int]]:
         """(first, last) epoch ranges of the compiled chunks from `start_epoch` on. The grid is
-        fixed by the config, so a resumed run executes exactly the chunks of an uninterrupted
-        one."""
+        fixed by the config (chunks of `chunk_epochs`, split at the pruning epoch), so a
+        resumed run executes exactly the chunks of an uninterrupted one."""
         total, size = self.cfg.train.epochs, self.cfg.train.chunk_epochs
-        return [(e, min(e + size, total)) for e in range(0, total, size) if e >= start_epoch]
+        bounds = set(range(0, total, size)) | {total}
+        if self.prune_epoch is not None:
+            bounds.add(self.prune_epoch)
+        edges = sorted(bounds)
+        return [(a, b) for a, b in itertools.pairwise(edges) if a >= start_epoch]
+
+    def export(self, state: TrainState) -> Export:
+        """Crisp masks of every fold (SPEC §0 exact export for learned methods) and the
+        export statistics; dense runs get all-ones masks."""
+        n_folds = len(self.cfg.folds)
+        fold_latents = [
+            jax.tree.map(lambda a, f=f: np.asarray(a[f]), state.latent) for f in range(n_folds)
+        ]
+        leaves = [pruning_api.prunable_leaves(latent) for latent in fold_latents]
+        if self.method is not None:
+            ctx = Context(step=state.step[0], total_steps=jnp.asarray(self.trainer.total_steps))
+            mask_ctx = pruning_api.MaskContext.from_train(ctx, self.cfg.target_rate)
+            soft = jax.device_get(
+                jax.vmap(lambda lat, aux: self.method.mask(lat, aux, mask_ctx))(
+                    state.latent, state.aux
+                )
+            )
+            exports = [
+                exact_export({n: m[f] for n, m in soft.items()}, leaves[f], self.cfg.target_rate)
+                for f in range(n_folds)
+            ]
+            return Export(
+                masks=[e.masks for e in exports],
+                soft_rates=[e.soft_rate for e in exports],
+                rounding_changed=[e.rounding_changed for e in exports],
+            )
+        if self.baseline is not None:
+            aux = jax.device_get(state.aux)
+            masks = [{n: np.asarray(m[f]) > 0.5 for n, m in aux.items()} for f in range(n_folds)]
+        else:
+            masks = [{n: np.ones(np.shape(w), bool) for n, w in lv.items()} for lv in leaves]
+        rates = [realized_rate(m) for m in masks]
+        return Export(masks=masks, soft_rates=rates, rounding_changed=[0] * n_folds)
+
+
+class Export(NamedTuple):
+    """Per fold: crisp masks {path: bool}, the soft rate before rounding, entries changed."""
+
+    masks: list[dict[str, np.ndarray]]
+    soft_rates: list[float]
+    rounding_changed: list[int]
 
 
 def _check_finite(metrics: dict[str, np.ndarray], first_epoch: int, last_good: int, ckpt: str):
@@ -177,7 +329,8 @@ def run_training(
     reporter: Reporter | None = None,
     dataset: SkeletonDataset | None = None,
 ) -> dict[str, Any]:
-    """Train `cfg` (dense) and write OUT/result.json and OUT/checkpoint/. Returns the result.
+    """Train (and prune) `cfg`; write OUT/result.json, OUT/masks.npz and OUT/checkpoint/.
+    Returns the result.
 
     With `resume`, continues from OUT/checkpoint's latest epoch (which must come from the same
     config) and ends with exactly the parameters of an uninterrupted run.
@@ -213,6 +366,8 @@ def run_training(
             metrics = jax.device_get(metrics)
             train_s += time.perf_counter() - t0
             _check_finite(metrics, first, epoch, ckpt.directory)
+            if last == run.prune_epoch:
+                state = run.prune(state)
             test = jax.device_get(run.trainer.evaluate(state, run.data.test))
             summary = {
                 "epoch": last,
@@ -236,11 +391,22 @@ def run_training(
         reporter.close()
         ckpt.close()
 
-    result = summarize(run, state, history)
+    result, export = summarize(run, state, history)
+    write_masks(out, export, cfg.folds)
     result["wall_time_s"] = previous_wall_s + time.perf_counter() - start
     result["train_time_s"] = train_s
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def write_masks(out: Path, export: Export, folds: tuple[int, ...]) -> None:
+    """OUT/masks.npz (INTERFACE.md): one boolean array per prunable tensor, keyed by path.
+    It holds the first trained fold's masks; a run over several folds (SBU --fold all) also
+    writes masks_fold<k>.npz for every fold k (1-based), since each fold prunes its own net."""
+    np.savez_compressed(out / "masks.npz", **export.masks[0])
+    if len(folds) > 1:
+        for k, masks in zip(folds, export.masks, strict=True):
+            np.savez_compressed(out / f"masks_fold{k + 1}.npz", **masks)
 
 
 def _check_same_config(saved: dict[str, Any], current: dict[str, Any], out: Path) -> None:
@@ -264,39 +430,68 @@ def _check_same_config(saved: dict[str, Any], current: dict[str, Any], out: Path
     )
 
 
-def summarize(run: Run, state: TrainState, history: list[dict[str, Any]]) -> dict[str, Any]:
-    """result.json fields for a dense run (INTERFACE.md)."""
+def summarize(
+    run: Run, state: TrainState, history: list[dict[str, Any]]
+) -> tuple[dict[str, Any], Export]:
+    """result.json fields (INTERFACE.md) of the exported network, and the export itself.
+
+    Accuracy is the exported (crisp-masked) network's. With several folds (SBU), accuracy and
+    FLOPs are fold means, `rounding_changed` the sum and `dangling_connections` the largest
+    count over folds (so a nonzero count in any fold shows); per-fold values are listed too.
+    """
     cfg = run.cfg
-    test = jax.device_get(run.trainer.evaluate(state, run.data.test))
-    train = jax.device_get(run.trainer.evaluate(state, run.data.train))
-    one_fold = jax.tree.map(lambda a: a[0], state.latent)
-    n_prunable = count_prunable(one_fold)
-    flops = dense_flops(cfg.model, **run.model_dims)
+    export = run.export(state)
+    if run.method is None and run.baseline is None:
+        trainer, eval_state = run.trainer, state
+    else:
+        aux = stack_trees(
+            [{n: jnp.asarray(m, jnp.float32) for n, m in fm.items()} for fm in export.masks]
+        )
+        trainer, eval_state = run.export_trainer, state._replace(aux=aux)
+    test = jax.device_get(trainer.evaluate(eval_state, run.data.test))
+    train = jax.device_get(trainer.evaluate(eval_state, run.data.train))
+    dims = run.model_dims
+    n_total = int(sum(m.size for m in export.masks[0].values()))
+    kept = [int(sum(int(m.sum()) for m in fm.values())) for fm in export.masks]
+    flops = dense_flops(cfg.model, **dims)
+    unstructured = [flops_unstructured(fm, cfg.model, **dims) for fm in export.masks]
+    structured = [flops_structured(fm, cfg.model, **dims) for fm in export.masks]
+    dangling = [dangling_connections(fm, cfg.model, n_nodes=dims["n_nodes"]) for fm in export.masks]
     fold_acc = [float(a) for a in test["accuracy"]]
-    return {
+    result = {
         "dataset": cfg.dataset,
         "method": cfg.method,
         "target_rate": cfg.target_rate,
-        "realized_rate": 0.0,
-        "soft_rate": 0.0,
-        "rounding_changed": 0,
+        "realized_rate": 1.0 - float(np.mean(kept)) / n_total,
+        "soft_rate": float(np.mean(export.soft_rates)),
+        "rounding_changed": int(sum(export.rounding_changed)),
         "accuracy": float(np.mean(fold_acc)),
         "fold_accuracies": fold_acc,
         "folds": [k + 1 for k in cfg.folds],
         "train_accuracies": [float(a) for a in train["accuracy"]],
-        "params_total": n_prunable,
-        "params_kept": n_prunable,
+        "params_total": n_total,
+        "params_kept": round(float(np.mean(kept))),
         "flops_dense": flops,
-        "flops_unstructured": flops,
-        "flops_structured": flops,
-        # Dense: every mask entry is 1, so every connection lies on an input→output path.
-        "dangling_connections": 0,
+        "flops_unstructured": round(float(np.mean(unstructured))),
+        "flops_structured": round(float(np.mean(structured))),
+        "dangling_connections": int(max(dangling)),
         "epochs": cfg.train.epochs,
         "seed": cfg.seed,
         "params_digest": params_digest(state.latent),
-        "history": history,
-        "config": cfg.to_dict(),
     }
+    if run.method is not None:
+        soft = jax.device_get(run.trainer.evaluate(state, run.data.test))
+        result["soft_accuracy"] = float(np.mean(soft["accuracy"]))
+    if run.prune_epoch is not None:
+        result["prune_epoch"] = run.prune_epoch
+    if len(cfg.folds) > 1:
+        result["fold_soft_rates"] = [float(r) for r in export.soft_rates]
+        result["fold_rounding_changed"] = [int(r) for r in export.rounding_changed]
+        result["fold_flops_structured"] = structured
+        result["fold_dangling_connections"] = dangling
+    result["history"] = history
+    result["config"] = cfg.to_dict()
+    return result, export
 
 
 def evaluate_checkpoint(path: str | os.PathLike, *, data_dir: str | None = None) -> dict[str, Any]:
@@ -318,6 +513,6 @@ def evaluate_checkpoint(path: str | os.PathLike, *, data_dir: str | None = None)
         state, record = ckpt.restore(run.initial_state)
     finally:
         ckpt.close()
-    result = summarize(run, state, record["history"])
+    result, _ = summarize(run, state, record["history"])
     result["epochs_trained"] = record["epoch"]
     return result

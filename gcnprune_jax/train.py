@@ -101,10 +101,20 @@ class Objective(NamedTuple):
 
     transform(latent, aux, ctx) -> effective params fed to the network.
     penalty(latent, aux, ctx) -> scalar added to the cross-entropy.
+    both(latent, aux, ctx) -> (effective params, penalty), optional: what the train step
+      calls when given, so that work shared by the two (the masks) is traced once.
     """
 
     transform: Callable[[Params, Any, Context], Params]
     penalty: Callable[[Params, Any, Context], jax.Array]
+    both: Callable[[Params, Any, Context], tuple[Params, jax.Array]] | None = None
+
+    def transform_and_penalty(
+        self, latent: Params, aux: Any, ctx: Context
+    ) -> tuple[Params, jax.Array]:
+        if self.both is not None:
+            return self.both(latent, aux, ctx)
+        return self.transform(latent, aux, ctx), self.penalty(latent, aux, ctx)
 
 
 def _identity(latent: Params, aux: Any, ctx: Context) -> Params:
@@ -236,10 +246,9 @@ class Trainer:
         return Context(step=step, total_steps=jnp.asarray(self.total_steps, jnp.int32))
 
     def _loss(self, latent: Params, aux: Any, batch: Split, ctx: Context, dropout_key: jax.Array):
-        effective = self.objective.transform(latent, aux, ctx)
+        effective, penalty = self.objective.transform_and_penalty(latent, aux, ctx)
         logits = self.apply_fn(effective, batch.x, dropout_key)
         ce, acc = weighted_cross_entropy(logits, batch.y, batch.w, self.cfg.label_smoothing)
-        penalty = self.objective.penalty(latent, aux, ctx)
         return ce + penalty, (ce, penalty, acc)
 
     def _step(self, state: TrainState, batch: Split) -> tuple[TrainState, dict[str, jax.Array]]:

@@ -152,8 +152,8 @@ def to_objective(method: PruningMethod, target_rate: ArrayLike) -> Objective:
 
     transform(latent, aux, ctx) = apply_masks(latent, method.mask(latent, aux, ctx_r));
     penalty(latent, aux, ctx) = method.penalty(latent, aux, ctx_r, masks), ctx_r the train
-    context plus r. The train state's `aux` must be `method.init(latent, key)`. The masks are
-    computed in both functions; under jit XLA deduplicates the identical computation.
+    context plus r. The train state's `aux` must be `method.init(latent, key)`. The train
+    step calls `both`, which computes the masks once for the network and the penalty.
     """
 
     def masks_of(latent: Params, aux: Any, ctx: Context) -> tuple[MaskContext, Masks]:
@@ -167,7 +167,11 @@ def to_objective(method: PruningMethod, target_rate: ArrayLike) -> Objective:
         mask_ctx, masks = masks_of(latent, aux, ctx)
         return method.penalty(latent, aux, mask_ctx, masks)
 
-    return Objective(transform=transform, penalty=penalty)
+    def both(latent: Params, aux: Any, ctx: Context) -> tuple[Params, jax.Array]:
+        mask_ctx, masks = masks_of(latent, aux, ctx)
+        return apply_masks(latent, masks), method.penalty(latent, aux, mask_ctx, masks)
+
+    return Objective(transform=transform, penalty=penalty, both=both)
 
 
 _REGISTRY: dict[str, Callable[..., PruningMethod]] = {}

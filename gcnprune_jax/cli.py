@@ -128,6 +128,16 @@ def _add_pruning_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--kappa-end", type=float, help="final relative temperature")
     g.add_argument("--budget-lambda", type=float, help="weight of the budget loss")
     g.add_argument(
+        "--budget-warmup",
+        type=float,
+        help="fraction of training over which the budget's rate ramps from 0 to --rate",
+    )
+    g.add_argument(
+        "--kappa-hold",
+        action=argparse.BooleanOptionalAction,
+        help="hold the temperature during the budget warmup, anneal it afterwards",
+    )
+    g.add_argument(
         "--scope",
         choices=("global", "layerwise"),
         help="magnitude: rank over the net or per tensor",

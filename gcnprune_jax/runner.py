@@ -135,6 +135,8 @@ def _method_hyper(cfg: RunConfig) -> dict[str, Any]:
             "kappa_start": p.kappa_start,
             "kappa_end": p.kappa_end,
             "lam": p.budget_lambda,
+            "warmup": p.budget_warmup,
+            "hold": p.kappa_hold,
         }
     return {}
 

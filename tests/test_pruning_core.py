@@ -329,3 +329,15 @@ def test_jit_matches_eager():
     np.testing.assert_allclose(
         jax.jit(budget_loss)(masks, 0.9, 29), budget_loss(masks, 0.9, 29), rtol=1e-6
     )
+
+
+def test_budget_ramp_is_cubic_from_zero_to_the_target():
+    from gcnprune_jax.pruning.shared import ramp_rate
+
+    values = [float(ramp_rate(0.98, s, 100, 0.5)) for s in range(0, 101, 5)]
+    assert (
+        values[0] == 0.0 and values[10] == pytest.approx(0.98) and values[-1] == pytest.approx(0.98)
+    )
+    assert all(b >= a for a, b in zip(values, values[1:], strict=False))
+    assert float(ramp_rate(0.98, 25, 100, 0.5)) == pytest.approx(0.98 * (1 - 0.5**3))
+    assert float(ramp_rate(0.9, 0, 100, 0.0)) == pytest.approx(0.9)  # warmup 0: the SPEC

@@ -31,6 +31,7 @@ from gcnprune_jax.pruning.shared import (
     from_gio,
     group_rms,
     init_threshold,
+    ramp_rate,
 )
 
 
@@ -40,6 +41,8 @@ def ctf(
     kappa_start: float = 0.5,
     kappa_end: float = 0.005,
     lam: float = 1e4,
+    warmup: float = 0.5,
+    hold: bool = True,
 ) -> PruningMethod:
     """The CTF method of SPEC §1.
 
@@ -48,6 +51,10 @@ def ctf(
     alpha: threshold scale, a_ℓ = α · rms(Ŵ_ℓ at init) (SPEC §0).
     kappa_start, kappa_end: κ_0 and κ_min of the annealed relative temperature τ = κ_t a_ℓ.
     lam: λ of the budget loss (SPEC §0).
+    warmup: the budget's target rate ramps from 0 to r over this fraction of the steps
+      (`shared.ramp_rate`; 0 = the SPEC's constant target).
+    hold: keep κ at kappa_start during the warmup and anneal it over the remaining steps, so
+      the masks harden only once the budget has its final target.
 
     aux = {path: a_ℓ (scalar)}; masks = {path: ψ_ℓ of Ŵ_ℓ's shape, (G, I, O) or (I, O)}.
     """
@@ -66,13 +73,24 @@ def ctf(
         )
     if not lam >= 0:
         raise ConfigError(f"ctf.lam must be >= 0, got {lam}")
+    if not 0 <= warmup <= 1:
+        raise ConfigError(f"ctf.warmup must be in [0, 1], got {warmup}")
 
     def init(latent: Params, key: jax.Array) -> dict[str, jax.Array]:
         del key  # deterministic: thresholds come from the initial weights (SPEC §0)
         return {name: init_threshold(w, alpha) for name, w in prunable_leaves(latent).items()}
 
     def mask(latent: Params, aux: dict[str, jax.Array], ctx: MaskContext) -> Masks:
-        kappa = anneal(ctx.step, ctx.total_steps, kappa_start, kappa_end)
+        if hold and warmup > 0:
+            start = jnp.floor(warmup * jnp.asarray(ctx.total_steps, jnp.float32))
+            kappa = anneal(
+                jnp.maximum(ctx.step - start, 0.0),
+                jnp.asarray(ctx.total_steps, jnp.float32) - start,
+                kappa_start,
+                kappa_end,
+            )
+        else:
+            kappa = anneal(ctx.step, ctx.total_steps, kappa_start, kappa_end)
         masks = {}
         for name, w in prunable_leaves(latent).items():
             w_gio = as_gio(w)  # (G, I, O)
@@ -91,7 +109,8 @@ def ctf(
     def penalty(latent: Params, aux: object, ctx: MaskContext, masks: Masks) -> jax.Array:
         del latent, aux
         n_total = sum(m.size for m in masks.values())
-        return budget_loss(masks, ctx.target_rate, n_total, lam)
+        rate = ramp_rate(ctx.target_rate, ctx.step, ctx.total_steps, warmup)
+        return budget_loss(masks, rate, n_total, lam)
 
     return PruningMethod("ctf", init, mask, penalty)
 

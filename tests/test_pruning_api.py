@@ -98,7 +98,8 @@ def test_compose_multiplies_masks_and_sums_penalties():
 
 def test_ctf_entry_only_is_the_plain_band_stop():
     params, ctx = tiny_params(), ctx_at(step=3, total=10)
-    method = ctf(granularities=("entry",), alpha=0.8)
+    # The SPEC §1 schedule: no budget warmup, κ annealed from κ_0 = 0.5 over all steps.
+    method = ctf(granularities=("entry",), alpha=0.8, kappa_start=0.5, warmup=0.0)
     aux = method.init(params, jax.random.PRNGKey(0))
     masks = method.mask(params, aux, ctx)
     kappa = 0.5 * (0.005 / 0.5) ** (3 / 9)
@@ -107,6 +108,20 @@ def test_ctf_entry_only_is_the_plain_band_stop():
         assert float(aux[name]) == float(a)
         np.testing.assert_allclose(masks[name], band_stop(w, a, kappa * a), rtol=1e-6, atol=0)
         assert masks[name].shape == w.shape
+
+
+def test_ctf_holds_the_temperature_during_the_budget_warmup():
+    params = tiny_params()
+    method = ctf(granularities=("entry",), kappa_start=0.2, warmup=0.5, hold=True)
+    aux = method.init(params, jax.random.PRNGKey(0))
+    w, a = params["fc0"]["kernel"], aux["fc0/kernel"]
+    for step, kappa in [(0, 0.2), (4, 0.2), (5, 0.2), (7, 0.2 * (0.005 / 0.2) ** 0.5), (9, 0.005)]:
+        masks = method.mask(params, aux, ctx_at(step=step, total=10))
+        np.testing.assert_allclose(masks["fc0/kernel"], band_stop(w, a, kappa * a), rtol=1e-5)
+    # the budget's target ramps: at step 0 the penalty asks for rate 0
+    full = {k: jnp.ones_like(v) for k, v in masks.items()}
+    assert float(method.penalty(params, aux, ctx_at(step=0, total=10, rate=0.9), full)) == 0.0
+    assert float(method.penalty(params, aux, ctx_at(step=5, total=10, rate=0.9), full)) > 0.0
 
 
 def test_ctf_coarse_factor_removes_a_weak_row():

@@ -38,7 +38,7 @@ from gcnprune_jax.pruning.shared import (
 def ctf(
     granularities: Sequence[str] = ("channel", "column", "row", "entry"),
     alpha: float = 0.5,
-    kappa_start: float = 0.5,
+    kappa_start: float = 0.2,
     kappa_end: float = 0.005,
     lam: float = 1e4,
     warmup: float = 0.5,

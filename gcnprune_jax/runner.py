@@ -283,8 +283,9 @@ class Run:
                     state.latent, state.aux
                 )
             )
+            export_fn = self.method.export or exact_export
             exports = [
-                exact_export({n: m[f] for n, m in soft.items()}, leaves[f], self.cfg.target_rate)
+                export_fn({n: m[f] for n, m in soft.items()}, leaves[f], self.cfg.target_rate)
                 for f in range(n_folds)
             ]
             return Export(

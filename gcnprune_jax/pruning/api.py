@@ -65,12 +65,16 @@ class PruningMethod(NamedTuple):
       prunable leaves only, values in [0, 1].
     penalty(latent, aux, ctx, masks) -> scalar added to the cross-entropy; `masks` are the
       masks actually applied to the network.
+    export(soft_masks, latents, target_rate) -> shared.ExportResult, optional: the method's
+      own exact export (numpy, after training), for methods whose crisp masks must keep a
+      structure (e.g. TCMP: no dangling connections); default `shared.exact_export`.
     """
 
     name: str
     init: Callable[[Params, jax.Array], Any]
     mask: Callable[[Params, Any, MaskContext], Masks]
     penalty: Callable[[Params, Any, MaskContext, Masks], jax.Array]
+    export: Callable[..., Any] | None = None
 
 
 def prunable_leaves(params: Params) -> dict[str, jax.Array]:

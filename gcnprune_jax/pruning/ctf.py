@@ -24,12 +24,12 @@ from gcnprune_jax.pruning.api import (
 )
 from gcnprune_jax.pruning.shared import (
     GRANULARITIES,
-    anneal,
     as_gio,
     band_stop,
     budget_loss,
     from_gio,
     group_rms,
+    held_anneal,
     init_threshold,
     ramp_rate,
 )
@@ -81,16 +81,9 @@ def ctf(
         return {name: init_threshold(w, alpha) for name, w in prunable_leaves(latent).items()}
 
     def mask(latent: Params, aux: dict[str, jax.Array], ctx: MaskContext) -> Masks:
-        if hold and warmup > 0:
-            start = jnp.floor(warmup * jnp.asarray(ctx.total_steps, jnp.float32))
-            kappa = anneal(
-                jnp.maximum(ctx.step - start, 0.0),
-                jnp.asarray(ctx.total_steps, jnp.float32) - start,
-                kappa_start,
-                kappa_end,
-            )
-        else:
-            kappa = anneal(ctx.step, ctx.total_steps, kappa_start, kappa_end)
+        kappa = held_anneal(
+            ctx.step, ctx.total_steps, kappa_start, kappa_end, warmup if hold else 0.0
+        )
         masks = {}
         for name, w in prunable_leaves(latent).items():
             w_gio = as_gio(w)  # (G, I, O)

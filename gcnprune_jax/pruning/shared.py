@@ -123,6 +123,21 @@ def anneal(
     return start * jnp.power(jnp.float32(end / start), progress)
 
 
+def held_anneal(
+    step: ArrayLike, total_steps: ArrayLike, start: float, end: float, hold: float
+) -> jax.Array:
+    """κ_t held at `start` for the first `hold` fraction of the steps, then annealed
+    geometrically (`anneal`) to `end` over the remaining steps; hold = 0 is `anneal`.
+    Used with the budget warmup (`ramp_rate`): masks harden once the target is final."""
+    if hold <= 0:
+        return anneal(step, total_steps, start, end)
+    total = jnp.asarray(total_steps, jnp.float32)
+    first = jnp.floor(hold * total)
+    return anneal(
+        jnp.maximum(jnp.asarray(step, jnp.float32) - first, 0.0), total - first, start, end
+    )
+
+
 def ramp_rate(
     target_rate: ArrayLike, step: ArrayLike, total_steps: ArrayLike, warmup: float
 ) -> jax.Array:

@@ -9,12 +9,22 @@ by "any" over the nodes, as the hard form of SPEC §3's max reduction.
 - `gcn_live`: the same "on some input→output path" predicate for every prunable tensor of the
   GCN of `models/gcn.py` (attention heads, per-head convolutions, flatten, FC layers).
 - `dangling_connections`: the number of kept entries that are not live.
+
+The differentiable counterparts (SPEC §3's supervisory networks) are jnp and traceable under
+jit / vmap / grad: "any" becomes a saturated sum h(Σ …) and "and" a product, with h either
+`hard_saturation` (min(1, x): on 0/1 masks they reproduce the boolean functions exactly) or
+`soft_saturation` (1 − exp(−x / τ_h), for training).
+
+- `consistent_masks_soft`: the plain chain, soft counterpart of `consistent_masks`.
+- `gcn_unit_states` / `gcn_consistent`: the GCN, soft counterparts of `gcn_live`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -192,3 +202,193 @@ def dangling_connections(masks: Mapping[str, ArrayLike], cfg: GCNConfig, *, n_no
     live = gcn_live(masks, cfg, n_nodes=n_nodes)
     kept = {name: np.asarray(m).astype(bool) for name, m in masks.items()}
     return int(sum(np.count_nonzero(kept[name] & ~alive) for name, alive in live.items()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Differentiable propagation (SPEC §3, supervisory networks)
+
+Saturation = Callable[[jax.Array], jax.Array]
+
+
+def hard_saturation(x: jax.Array) -> jax.Array:
+    """h(x) = min(1, x) of SPEC §3: on counts of 0/1 masks, 1 iff the count is positive."""
+    return jnp.minimum(1.0, x)
+
+
+def soft_saturation(tau_h: float) -> Saturation:
+    """h(x) = 1 − exp(−x / τ_h) of SPEC §3 (training): smooth, h(0) = 0, → 1[x > 0] as τ_h → 0.
+
+    Computed as −expm1(−x / τ_h), accurate for small x. x ≥ 0 (a sum of masks × states).
+    """
+    if not tau_h > 0:
+        raise ValueError(f"tau_h must be > 0, got {tau_h}")
+    return lambda x: -jnp.expm1(-x / tau_h)
+
+
+def _as_float(mask: jax.typing.ArrayLike) -> jax.Array:
+    mask = jnp.asarray(mask)
+    return mask if jnp.issubdtype(mask.dtype, jnp.floating) else mask.astype(jnp.float32)
+
+
+def consistent_masks_soft(masks: Sequence[jax.typing.ArrayLike], h: Saturation) -> list[jax.Array]:
+    """Soft `consistent_masks` of a plain chain (SPEC §3): M̃_l = M_l ⊙ (acc_l co_{l+1}ᵀ).
+
+    masks: L soft masks in [0, 1], mask l of shape (d_l, d_{l+1}). h: the saturation.
+    Forward acc_0 = 1, acc_{l+1} = h(M_lᵀ acc_l); backward co_L = 1, co_l = h(M_l co_{l+1}).
+    Returns L arrays of the same shapes. With 0/1 masks and `hard_saturation` it equals
+    `consistent_masks` (as 0/1 floats). Traceable (jit, vmap, grad).
+    """
+    mats = [_as_float(m) for m in masks]
+    for layer, m in enumerate(mats):
+        if m.ndim != 2:
+            raise ValueError(f"mask of layer {layer} must be 2-D (d_in, d_out), got {m.shape}")
+        if layer > 0 and mats[layer - 1].shape[1] != m.shape[0]:
+            raise ValueError(
+                f"mask of layer {layer} has {m.shape[0]} input units but layer {layer - 1} "
+                f"has {mats[layer - 1].shape[1]} output units"
+            )
+    if not mats:
+        return []
+    acc = [jnp.ones(mats[0].shape[0], mats[0].dtype)]
+    for m in mats:
+        acc.append(h(acc[-1] @ m))
+    co = [jnp.ones(mats[-1].shape[1], mats[-1].dtype)]
+    for m in reversed(mats):
+        co.append(h(m @ co[-1]))
+    co.reverse()  # co[l] is the co-accessibility of the units entering layer l
+    return [m * acc[k][:, None] * co[k + 1][None, :] for k, m in enumerate(mats)]
+
+
+def _check_gcn_shapes(masks: Mapping[str, jax.typing.ArrayLike], cfg: GCNConfig, n_nodes: int):
+    """`check_gcn_masks` on shapes only (static under jit): raises ValueError on a mismatch."""
+    for name in ("block0/conv", "classifier/kernel"):
+        if name not in masks:
+            raise ValueError(f"GCN masks lack {name!r}; got keys {sorted(masks)}")
+    conv0, classifier = jnp.shape(masks["block0/conv"]), jnp.shape(masks["classifier/kernel"])
+    if len(conv0) != 3 or len(classifier) != 2:
+        raise ValueError(
+            f"block0/conv must be (H, F, C) and classifier/kernel (I, n_classes), got "
+            f"{conv0} and {classifier}"
+        )
+    expected = gcn_mask_shapes(cfg, n_nodes=n_nodes, n_features=conv0[1], n_classes=classifier[1])
+    missing = sorted(set(expected) - set(masks))
+    extra = sorted(set(masks) - set(expected))
+    if missing or extra:
+        raise ValueError(
+            f"GCN masks do not match the config: missing {missing}, unexpected {extra}"
+        )
+    for name, shape in expected.items():
+        if tuple(jnp.shape(masks[name])) != shape:
+            raise ValueError(
+                f"mask {name!r} has shape {jnp.shape(masks[name])}, the config implies {shape}"
+            )
+
+
+def gcn_unit_states(
+    masks: Mapping[str, jax.typing.ArrayLike], cfg: GCNConfig, *, n_nodes: int, h: Saturation
+) -> dict[str, jax.Array]:
+    """Accessibility and co-accessibility of the GCN's units: `gcn_live`'s propagation with
+    "any" → h(Σ …) and "and" → product (SPEC §3's forward and backward supervisory networks).
+
+    masks: {path: mask in [0, 1] of the parameter's shape} with exactly the keys of
+      `gcn_mask_shapes`. h: the saturation (`hard_saturation`, `soft_saturation(τ_h)`).
+    Returns, for every block b (s inputs, H heads, C filters, d attention dims):
+      "block{b}/acc_in" (s,): acc of the block's inputs (acc_0 = 1 over the features);
+      "block{b}/acc_out" (H, C): acc_out[h, c] = h(Σ_i acc_in[i] conv[h, i, c]);
+      "block{b}/co_out" (H, C): co-accessibility of the block's outputs;
+      "block{b}/head_live" (H,): h(Σ_c acc_out[h, c] co_out[h, c]);
+      "block{b}/query_on", "block{b}/key_on" (H, d), unless attention is "adjacency":
+        h(Σ_i acc_in[i] query[h, i, j]) and the same for key; dim_live = query_on · key_on;
+    and for every kernel (`fc{i}/kernel`, `classifier/kernel`, (I, O)):
+      "{path}/acc_in" (I,), "{path}/co_out" (O,): acc of its inputs (the first kernel's is the
+      last block's acc_out replicated over nodes, flat index v·H·C + j, j = h·C + c) and co of
+      its outputs (co = 1 over the classes, co_in = h(K co_out)).
+    Backward through the flatten, co_B[j] = h(Σ_v co_flat[v·H·C + j]); into a block,
+      co_in[i] = h(Σ_{h,c} conv[h,i,c] co_out[h,c] + Σ_{h,j} head_live[h] dim_live[h,j]
+      (query[h,i,j] + key[h,i,j])).
+    With 0/1 masks and `hard_saturation` every state is the 0/1 value of `gcn_live`'s boolean.
+    With `soft_saturation(τ_h)` a dead unit leaks h(x) ≈ x / τ_h, and each later saturation
+    it feeds through kept entries amplifies the leak by about fan-in / τ_h: near-binary masks
+    give the hard states as τ_h → 0 only when their off values vanish faster than that.
+    Traceable (jit, vmap, grad); cfg and n_nodes are static.
+    """
+    _check_gcn_shapes(masks, cfg, n_nodes)
+    m = {name: _as_float(mask) for name, mask in masks.items()}
+    n_blocks, n_fc = len(cfg.filters), len(cfg.fc)
+    attention = cfg.attention != "adjacency"
+    kernels = [f"fc{i}/kernel" for i in range(n_fc)] + ["classifier/kernel"]
+    dtype = m["block0/conv"].dtype
+    states: dict[str, jax.Array] = {}
+
+    # Forward supervisory network: accessibility.
+    acc = jnp.ones(m["block0/conv"].shape[1], dtype)
+    for b in range(n_blocks):
+        states[f"block{b}/acc_in"] = acc
+        if attention:
+            states[f"block{b}/query_on"] = h(jnp.einsum("i,hij->hj", acc, m[f"block{b}/query"]))
+            states[f"block{b}/key_on"] = h(jnp.einsum("i,hij->hj", acc, m[f"block{b}/key"]))
+        acc_out = h(jnp.einsum("i,hic->hc", acc, m[f"block{b}/conv"]))  # (H, C)
+        states[f"block{b}/acc_out"] = acc_out
+        acc = acc_out.reshape(-1)  # index h * C + c
+    acc = jnp.tile(acc, n_nodes)  # flat index v * (H*C) + j
+    for name in kernels:
+        states[f"{name}/acc_in"] = acc
+        acc = h(acc @ m[name])
+
+    # Backward supervisory network: co-accessibility.
+    co = jnp.ones(m["classifier/kernel"].shape[1], dtype)
+    for name in reversed(kernels):
+        states[f"{name}/co_out"] = co
+        co = h(m[name] @ co)
+    co = h(co.reshape(n_nodes, -1).sum(axis=0))  # the flatten, reduced over nodes: (H*C,)
+    for b in reversed(range(n_blocks)):
+        conv = m[f"block{b}/conv"]
+        heads, _, filters = conv.shape
+        co_out = co.reshape(heads, filters)
+        states[f"block{b}/co_out"] = co_out
+        head_live = h(jnp.sum(states[f"block{b}/acc_out"] * co_out, axis=1))  # (H,)
+        states[f"block{b}/head_live"] = head_live
+        co_sum = jnp.einsum("hic,hc->i", conv, co_out)
+        if attention:
+            used = head_live[:, None] * states[f"block{b}/query_on"] * states[f"block{b}/key_on"]
+            co_sum = co_sum + jnp.einsum(
+                "hij,hj->i", m[f"block{b}/query"] + m[f"block{b}/key"], used
+            )
+        co = h(co_sum)
+    return states
+
+
+def gcn_consistent(
+    masks: Mapping[str, jax.typing.ArrayLike], cfg: GCNConfig, *, n_nodes: int, h: Saturation
+) -> dict[str, jax.Array]:
+    """Consistent masks M̃ of SPEC §3 for every GCN prunable tensor: the differentiable
+    `gcn_live`, mask ⊙ (source-unit accessibility) ⊙ (target co-accessibility).
+
+    masks: {path: mask in [0, 1]} with exactly the keys of `gcn_mask_shapes`; h: the
+    saturation. With the states of `gcn_unit_states`:
+      conv[h, i, c]      → conv · acc_in[i] · co_out[h, c];
+      query/key[h, i, j] → query/key · acc_in[i] · head_live[h] · query_on[h, j] · key_on[h, j];
+      kernel[i, o]       → kernel · acc_in[i] · co_out[o].
+    Returns {path: array of the mask's shape} in the order of `masks`. With 0/1 masks and
+    `hard_saturation` it equals `gcn_live` (as 0/1 floats). Traceable (jit, vmap, grad).
+    """
+    states = gcn_unit_states(masks, cfg, n_nodes=n_nodes, h=h)
+    out: dict[str, jax.Array] = {}
+    for name, mask in masks.items():
+        mask = _as_float(mask)
+        layer, kind = name.rsplit("/", 1)
+        if kind == "kernel":
+            acc_in, co_out = states[f"{name}/acc_in"], states[f"{name}/co_out"]
+            out[name] = mask * acc_in[:, None] * co_out[None, :]
+            continue
+        acc_in = states[f"{layer}/acc_in"]
+        if kind == "conv":
+            out[name] = mask * acc_in[None, :, None] * states[f"{layer}/co_out"][:, None, :]
+        else:  # query or key: feeds a live dim of a live head
+            used = (
+                states[f"{layer}/head_live"][:, None]
+                * states[f"{layer}/query_on"]
+                * states[f"{layer}/key_on"]
+            )
+            out[name] = mask * acc_in[None, :, None] * used[:, None, :]
+    return out

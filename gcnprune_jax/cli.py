@@ -109,7 +109,7 @@ def _add_pruning_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--method",
         required=True,
-        help="dense, magnitude, structured, random, snip, ctf (ssp, tcmp, pmp, mrmp: later)",
+        help="dense, magnitude, structured, random, snip, ctf, tcmp, pmp (ssp, mrmp: later)",
     )
     g.add_argument(
         "--rate",
@@ -146,6 +146,14 @@ def _add_pruning_options(p: argparse.ArgumentParser) -> None:
         "--structure",
         choices=("column", "row", "channel"),
         help="structured: the groups ranked by RMS",
+    )
+    g.add_argument("--prior", choices=("gaussian", "laplace", "uniform"), help="pmp: the prior")
+    g.add_argument(
+        "--alignment", choices=("wasserstein", "kl"), help="pmp: distribution alignment loss"
+    )
+    g.add_argument("--mu", type=float, help="pmp: weight of the alignment loss")
+    g.add_argument(
+        "--tau-h", type=float, help="tcmp: temperature of the soft (co-)accessibility saturation"
     )
     g.add_argument(
         "--prune-at",

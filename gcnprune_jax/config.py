@@ -49,6 +49,10 @@ class PruningConfig:
       "row" (input connections) or "channel" (whole heads; an FC kernel is one channel).
     prune_at: magnitude and structured pruning train dense for this fraction of the epochs,
       prune, and fine-tune with the mask fixed for the rest (same total epochs, SPEC §6).
+    prior, alignment, mu: PMP's prior (gaussian, laplace, uniform), its alignment loss
+      (wasserstein, kl) and that loss's weight (SPEC §4).
+    tau_h: TCMP's soft saturation h(x) = 1 − exp(−x / τ_h) of the (co-)accessibility
+      networks during training (SPEC §3).
     """
 
     granularities: tuple[str, ...] = ("channel", "column", "row", "entry")
@@ -61,6 +65,10 @@ class PruningConfig:
     scope: str = "global"
     structure: str = "column"
     prune_at: float = 0.5
+    prior: str = "gaussian"
+    alignment: str = "wasserstein"
+    mu: float = 1.0
+    tau_h: float = 0.1
 
     def __post_init__(self) -> None:
         from gcnprune_jax.pruning.baselines import SCOPES, STRUCTURES
@@ -88,6 +96,18 @@ class PruningConfig:
             raise ConfigError(
                 f"pruning.structure must be one of {STRUCTURES}, got {self.structure!r}"
             )
+        from gcnprune_jax.pruning.pmp import ALIGNMENTS, PRIORS
+
+        if self.prior not in PRIORS:
+            raise ConfigError(f"pruning.prior must be one of {PRIORS}, got {self.prior!r}")
+        if self.alignment not in ALIGNMENTS:
+            raise ConfigError(
+                f"pruning.alignment must be one of {ALIGNMENTS}, got {self.alignment!r}"
+            )
+        if not self.tau_h > 0:
+            raise ConfigError(f"pruning.tau_h must be > 0, got {self.tau_h}")
+        if not self.mu >= 0:
+            raise ConfigError(f"pruning.mu must be >= 0, got {self.mu}")
         if not 0.0 < self.prune_at < 1.0:
             raise ConfigError(f"pruning.prune_at must be in (0, 1), got {self.prune_at}")
 

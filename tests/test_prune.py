@@ -32,7 +32,9 @@ def pruned(method: str, rate: float, epochs: int = 8, **pruning):
     )
 
 
-@pytest.mark.parametrize("method", ["magnitude", "structured", "random", "snip", "ctf"])
+@pytest.mark.parametrize(
+    "method", ["magnitude", "structured", "random", "snip", "ctf", "tcmp", "pmp"]
+)
 def test_every_method_exports_exactly_the_target_rate(method, synthetic, tmp_path):
     rate = 0.937
     result = run_training(pruned(method, rate), tmp_path / "run", dataset=synthetic)
@@ -52,8 +54,10 @@ def test_every_method_exports_exactly_the_target_rate(method, synthetic, tmp_pat
     )
     assert result["flops_unstructured"] < result["flops_dense"]
     assert result["flops_dense"] == dense_flops(run.cfg.model, **run.model_dims)
-    if method != "ctf":
+    if method in ("magnitude", "structured", "random", "snip"):
         assert result["soft_rate"] == result["realized_rate"] and result["rounding_changed"] == 0
+    if method == "tcmp":  # SPEC §3's guarantee, checked by hard propagation
+        assert result["dangling_connections"] == 0
 
 
 def test_magnitude_prunes_after_the_dense_phase_and_keeps_the_largest(synthetic, tmp_path):
@@ -140,8 +144,9 @@ def test_ctf_train_step_traces_once_and_agrees_with_eager(synthetic):
 
 
 def test_unimplemented_method_is_a_config_error(synthetic):
-    with pytest.raises(ConfigError, match="not implemented"):
-        Run(tiny_config().replace(method="ssp", target_rate=0.5), synthetic)
+    for method in ("ssp", "mrmp"):
+        with pytest.raises(ConfigError, match="not implemented"):
+            Run(tiny_config().replace(method=method, target_rate=0.5), synthetic)
     with pytest.raises(ConfigError, match="--method"):
         tiny_config().replace(method="lottery", target_rate=0.5)
     with pytest.raises(ConfigError, match="dense"):

@@ -34,7 +34,11 @@ Masks = dict[str, jax.Array]
 
 # Modules that register the built-in methods when imported; `get` and `names` import them
 # lazily, since they import this module themselves.
-_BUILTIN_MODULES = ("gcnprune_jax.pruning.ctf",)
+_BUILTIN_MODULES = (
+    "gcnprune_jax.pruning.ctf",
+    "gcnprune_jax.pruning.pmp",
+    "gcnprune_jax.pruning.tcmp",
+)
 
 
 class MaskContext(NamedTuple):

@@ -45,13 +45,34 @@ def with_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
     return cfg
 
 
+def same_run(stored: dict[str, Any], cfg: RunConfig) -> bool:
+    """True when a stored config is this run's: equal everywhere except pruning options the
+    method does not read (e.g. a magnitude run is the same whatever CTF's budget weight)."""
+    current = json.loads(json.dumps(cfg.to_dict()))
+    used = cfg.pruning.fields_used(cfg.method)
+
+    def relevant(c: dict[str, Any]) -> dict[str, Any]:
+        pruning = {k: v for k, v in c.get("pruning", {}).items() if k in used}
+        return {**c, "pruning": pruning}
+
+    return relevant(stored) == relevant(current)
+
+
 def run_or_reuse(cfg: RunConfig, out: Path) -> dict[str, Any]:
     result_file = out / "result.json"
     if result_file.exists():
         stored = json.loads(result_file.read_text())
-        if stored["config"] == json.loads(json.dumps(cfg.to_dict())):
+        if same_run(stored["config"], cfg):
             return stored
         raise SystemExit(f"{out} holds a run of other settings; remove it or use another --out")
+    ckpt = out / "checkpoint"
+    if ckpt.is_dir() and any(ckpt.iterdir()):
+        from gcnprune_jax.checkpoint import Checkpointer
+
+        saved = Checkpointer(ckpt).read_record()["config"]
+        if not same_run(saved, cfg):
+            raise SystemExit(f"{out} holds an unfinished run of other settings; remove it")
+        cfg = RunConfig.from_dict(saved)  # resume it exactly as it was started
     return run_training(cfg, out, resume=True)
 
 

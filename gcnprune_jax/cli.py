@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from gcnprune_jax.errors import ConfigError, GcnpruneError
+from gcnprune_jax.errors import GcnpruneError
 from gcnprune_jax.models.gcn import ATTENTIONS
 
 EXIT_USAGE = 2
@@ -97,6 +97,18 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
+
+
 def _str_list(text: str) -> tuple[str, ...]:
     values = tuple(v.strip() for v in text.split(",") if v.strip())
     if not values:
@@ -109,7 +121,7 @@ def _add_pruning_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--method",
         required=True,
-        help="dense, magnitude, structured, random, snip, ctf, tcmp, pmp (ssp, mrmp: later)",
+        help="dense, magnitude, structured, random, snip, ctf, tcmp, pmp, mrmp (ssp: later)",
     )
     g.add_argument(
         "--rate",
@@ -151,7 +163,10 @@ def _add_pruning_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--alignment", choices=("wasserstein", "kl"), help="pmp: distribution alignment loss"
     )
-    g.add_argument("--mu", type=float, help="pmp: weight of the alignment loss")
+    g.add_argument("--mu", type=float, help="pmp/mrmp: weight of the alignment loss")
+    g.add_argument(
+        "--rates", type=_float_list, help="mrmp: the rates trained at once, e.g. 0.5,0.9,0.99"
+    )
     g.add_argument(
         "--tau-h", type=float, help="tcmp: temperature of the soft (co-)accessibility saturation"
     )
@@ -315,12 +330,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from gcnprune_jax.runner import evaluate_checkpoint
 
-    result = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir)
-    if args.rate is not None and args.rate != result["target_rate"]:
-        raise ConfigError(
-            f"--rate {args.rate}: this checkpoint holds a {result['method']} run at rate "
-            f"{result['target_rate']}; only multi-rate (mrmp) runs serve other rates"
-        )
+    result = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, rate=args.rate)
     print(
         json.dumps(
             {

@@ -55,6 +55,7 @@ class PruningConfig:
       (wasserstein, kl) and that loss's weight (SPEC §4).
     tau_h: TCMP's soft saturation h(x) = 1 − exp(−x / τ_h) of the (co-)accessibility
       networks during training (SPEC §3).
+    rates: MRMP's training rates, all trained at once on one latent pytree (SPEC §5).
     """
 
     granularities: tuple[str, ...] = ("channel", "column", "row", "entry")
@@ -71,6 +72,7 @@ class PruningConfig:
     alignment: str = "wasserstein"
     mu: float = 1.0
     tau_h: float = 0.1
+    rates: tuple[float, ...] = (0.5, 0.7, 0.9, 0.95, 0.98, 0.99)
 
     def fields_used(self, method: str) -> tuple[str, ...]:
         """The fields `method` reads: two runs of one method that differ only elsewhere are
@@ -82,7 +84,7 @@ class PruningConfig:
             "ctf": ("granularities", *schedule, "kappa_hold"),
             "tcmp": (*schedule, "kappa_hold", "tau_h"),
             "pmp": ("prior", "alignment", "mu", "kappa_start", "kappa_end"),
-            "mrmp": ("prior", "alignment", "mu", "kappa_start", "kappa_end"),
+            "mrmp": ("prior", "alignment", "mu", "kappa_start", "kappa_end", "rates"),
         }.get(method, ())
 
     def __post_init__(self) -> None:
@@ -119,6 +121,8 @@ class PruningConfig:
             raise ConfigError(
                 f"pruning.alignment must be one of {ALIGNMENTS}, got {self.alignment!r}"
             )
+        if not self.rates or not all(0.0 < r < 1.0 for r in self.rates):
+            raise ConfigError(f"pruning.rates must be rates in (0, 1), got {list(self.rates)}")
         if not self.tau_h > 0:
             raise ConfigError(f"pruning.tau_h must be > 0, got {self.tau_h}")
         if not self.mu >= 0:

@@ -125,9 +125,8 @@ def fold_keys(seed: int, folds: tuple[int, ...]) -> jax.Array:
     return jnp.stack([jax.random.fold_in(base, k) for k in folds])
 
 
-# Registered as mask functions, but their training (several rates per step) is not wired
-# into runs yet.
-_NOT_WIRED = ("mrmp",)
+# Registered as mask functions, but not trainable by runs yet.
+_NOT_WIRED: tuple[str, ...] = ()
 
 
 def _method_hyper(cfg: RunConfig, n_nodes: int) -> dict[str, Any]:
@@ -154,6 +153,15 @@ def _method_hyper(cfg: RunConfig, n_nodes: int) -> dict[str, Any]:
             "lam": p.budget_lambda,
             "warmup": p.budget_warmup,
             "hold": p.kappa_hold,
+        }
+    if cfg.method == "mrmp":
+        return {
+            "rates": p.rates,
+            "prior": p.prior,
+            "alignment": p.alignment,
+            "mu": p.mu,
+            "kappa_start": p.kappa_start,
+            "kappa_end": p.kappa_end,
         }
     if cfg.method == "pmp":
         return {
@@ -218,7 +226,9 @@ class Run:
         self.apply_fn = builds[0][0]
         n_train = self.data.train.y.shape[1]
         self.fixed_objective = pruning_api.to_objective(fixed(), 0.0)
-        if self.method is not None:
+        if cfg.method == "mrmp":
+            objective = pruning_api.to_multi_rate_objective(self.method, cfg.pruning.rates)
+        elif self.method is not None:
             objective = pruning_api.to_objective(self.method, cfg.target_rate)
         elif self.baseline is not None:
             objective = self.fixed_objective
@@ -380,7 +390,10 @@ def run_training(
                 "continue it, or choose another --out"
             )
         record = ckpt.read_record(latest)
-        _check_same_config(record["config"], cfg.to_dict(), out)
+        # Through from_dict: options added since the run started get their defaults, which
+        # reproduce the behaviour before they existed.
+        saved = RunConfig.from_dict(record["config"]).to_dict()
+        _check_same_config(json.loads(json.dumps(saved)), cfg.to_dict(), out)
         state, record = ckpt.restore(run.initial_state, latest)
         epoch, history = record["epoch"], record["history"]
         previous_wall_s = record["wall_time_s"]
@@ -509,7 +522,12 @@ def summarize(
     }
     if run.method is not None:
         soft = jax.device_get(run.trainer.evaluate(state, run.data.test))
-        result["soft_accuracy"] = float(np.mean(soft["accuracy"]))
+        if run.trainer.objective.n_rates:
+            # the monitor of multi-rate training: mean over its training rates
+            result["trained_rates"] = list(cfg.pruning.rates)
+            result["soft_accuracy_mean_over_trained_rates"] = float(np.mean(soft["accuracy"]))
+        else:
+            result["soft_accuracy"] = float(np.mean(soft["accuracy"]))
     if run.prune_epoch is not None:
         result["prune_epoch"] = run.prune_epoch
     if len(cfg.folds) > 1:
@@ -522,9 +540,16 @@ def summarize(
     return result, export
 
 
-def evaluate_checkpoint(path: str | os.PathLike, *, data_dir: str | None = None) -> dict[str, Any]:
+def evaluate_checkpoint(
+    path: str | os.PathLike, *, data_dir: str | None = None, rate: float | None = None
+) -> dict[str, Any]:
     """Re-evaluate a saved run (its output directory or its checkpoint/ folder) from the
-    config and state its checkpoint holds; returns the result fields."""
+    config and state its checkpoint holds; returns the result fields.
+
+    rate: export and evaluate at this pruning rate instead of the run's own. Only multi-rate
+    (mrmp) runs serve other rates (SPEC §5: any rate without retraining); any other run
+    refuses a rate different from its own.
+    """
     path = Path(path)
     ckpt_dir = path / "checkpoint" if (path / "checkpoint").is_dir() else path
     if not ckpt_dir.is_dir():
@@ -536,6 +561,13 @@ def evaluate_checkpoint(path: str | os.PathLike, *, data_dir: str | None = None)
     try:
         record = ckpt.read_record()
         cfg = RunConfig.from_dict(record["config"])
+        if rate is not None and rate != cfg.target_rate:
+            if cfg.method != "mrmp":
+                raise ConfigError(
+                    f"--rate {rate}: this checkpoint holds a {cfg.method} run at rate "
+                    f"{cfg.target_rate}; only multi-rate (mrmp) runs serve other rates"
+                )
+            cfg = cfg.replace(target_rate=rate)
         ds = load_dataset(cfg.dataset, data_dir, seed=cfg.data_seed)
         run = Run(cfg, ds)
         state, record = ckpt.restore(run.initial_state)

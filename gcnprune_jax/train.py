@@ -103,11 +103,15 @@ class Objective(NamedTuple):
     penalty(latent, aux, ctx) -> scalar added to the cross-entropy.
     both(latent, aux, ctx) -> (effective params, penalty), optional: what the train step
       calls when given, so that work shared by the two (the masks) is traced once.
+    n_rates: 0 for one network; R > 0 when `transform` returns R effective networks stacked
+      on a leading axis (one-shot multi-rate training, SPEC §5): the cross-entropy is then
+      the mean over the R networks, run with `vmap`, and accuracies are means over them.
     """
 
     transform: Callable[[Params, Any, Context], Params]
     penalty: Callable[[Params, Any, Context], jax.Array]
     both: Callable[[Params, Any, Context], tuple[Params, jax.Array]] | None = None
+    n_rates: int = 0
 
     def transform_and_penalty(
         self, latent: Params, aux: Any, ctx: Context
@@ -247,9 +251,20 @@ class Trainer:
 
     def _loss(self, latent: Params, aux: Any, batch: Split, ctx: Context, dropout_key: jax.Array):
         effective, penalty = self.objective.transform_and_penalty(latent, aux, ctx)
-        logits = self.apply_fn(effective, batch.x, dropout_key)
-        ce, acc = weighted_cross_entropy(logits, batch.y, batch.w, self.cfg.label_smoothing)
+        ce, acc = self._cross_entropy(effective, batch, dropout_key, self.cfg.label_smoothing)
         return ce + penalty, (ce, penalty, acc)
+
+    def _cross_entropy(
+        self, effective: Params, batch: Split, dropout_key: jax.Array | None, smoothing: float
+    ) -> tuple[jax.Array, jax.Array]:
+        def one(params: Params) -> tuple[jax.Array, jax.Array]:
+            logits = self.apply_fn(params, batch.x, dropout_key)
+            return weighted_cross_entropy(logits, batch.y, batch.w, smoothing)
+
+        if not self.objective.n_rates:
+            return one(effective)
+        ce, acc = jax.vmap(one)(effective)  # one network per rate, same batch and dropout
+        return ce.mean(), acc.mean()
 
     def _step(self, state: TrainState, batch: Split) -> tuple[TrainState, dict[str, jax.Array]]:
         key, dropout_key = jax.random.split(state.key)
@@ -296,8 +311,7 @@ class Trainer:
 
     def _evaluate(self, state: TrainState, split: Split) -> dict[str, jax.Array]:
         effective = self.objective.transform(state.latent, state.aux, self._context(state.step))
-        logits = self.apply_fn(effective, split.x)
-        ce, acc = weighted_cross_entropy(logits, split.y, split.w)
+        ce, acc = self._cross_entropy(effective, split, None, 0.0)
         return {"loss": ce, "accuracy": acc}
 
 

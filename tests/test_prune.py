@@ -16,6 +16,7 @@ from gcnprune_jax.models.gcn import prunable_parameters
 from gcnprune_jax.pruning.shared import keep_count
 from gcnprune_jax.runner import Run, SilentReporter, run_training
 from gcnprune_jax.topology import dangling_connections
+from gcnprune_jax.train import Context
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +134,7 @@ def test_ctf_train_step_traces_once_and_agrees_with_eager(synthetic):
     run = Run(pruned("ctf", 0.9, epochs=8), synthetic)
     state = run.initial_state
     for _ in range(3):
-        state, metrics = run.trainer.train_chunk(state, run.data, 2)
+        state, _metrics = run.trainer.train_chunk(state, run.data, 2)
     assert run.trainer.trace_count == 1
     jitted, jm = run.trainer.train_chunk(run.initial_state, run.data, 2)
     with jax.disable_jit():
@@ -144,7 +145,7 @@ def test_ctf_train_step_traces_once_and_agrees_with_eager(synthetic):
 
 
 def test_unimplemented_method_is_a_config_error(synthetic):
-    for method in ("ssp", "mrmp"):
+    for method in ("ssp",):
         with pytest.raises(ConfigError, match="not implemented"):
             Run(tiny_config().replace(method=method, target_rate=0.5), synthetic)
     with pytest.raises(ConfigError, match="--method"):
@@ -188,3 +189,26 @@ def test_bad_prune_options_exit_2(tmp_path, args, expected):
     assert proc.returncode == 2, proc.stderr
     assert expected in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_mrmp_trains_all_rates_at_once_and_serves_unseen_rates(synthetic, tmp_path):
+    cfg = pruned("mrmp", 0.9, epochs=4, rates=(0.5, 0.9, 0.98))
+    run = Run(cfg, synthetic)
+    assert run.trainer.objective.n_rates == 3
+    effective = run.trainer.objective.transform(
+        jax.tree.map(lambda a: a[0], run.initial_state.latent),
+        jax.tree.map(lambda a: a[0], run.initial_state.aux),
+        Context(jax.numpy.int32(0), jax.numpy.int32(run.trainer.total_steps)),
+    )
+    assert effective["fc0"]["kernel"].shape[0] == 3  # one network per training rate
+    result = run_training(cfg, tmp_path / "run", dataset=synthetic)
+    assert result["trained_rates"] == [0.5, 0.9, 0.98]
+    from gcnprune_jax.runner import evaluate_checkpoint
+
+    for rate in (0.8, 0.93, 0.97):  # never trained
+        evaluated = evaluate_checkpoint(tmp_path / "run", rate=rate)
+        total = evaluated["params_total"]
+        assert evaluated["params_kept"] == keep_count(total, rate)
+        assert evaluated["params_digest"] == result["params_digest"]  # no retraining
+    with pytest.raises(ConfigError, match=r"--rate must be in \[0, 1\)"):
+        evaluate_checkpoint(tmp_path / "run", rate=1.5)

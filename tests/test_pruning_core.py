@@ -1,5 +1,6 @@
 """Contracts of the shared pruning math (SPEC §0): gcnprune_jax.pruning.shared."""
 
+import itertools
 import math
 
 import jax
@@ -338,6 +339,6 @@ def test_budget_ramp_is_cubic_from_zero_to_the_target():
     assert (
         values[0] == 0.0 and values[10] == pytest.approx(0.98) and values[-1] == pytest.approx(0.98)
     )
-    assert all(b >= a for a, b in zip(values, values[1:], strict=False))
+    assert all(b >= a for a, b in itertools.pairwise(values))
     assert float(ramp_rate(0.98, 25, 100, 0.5)) == pytest.approx(0.98 * (1 - 0.5**3))
     assert float(ramp_rate(0.9, 0, 100, 0.0)) == pytest.approx(0.9)  # warmup 0: the SPEC

@@ -182,6 +182,41 @@ def to_objective(method: PruningMethod, target_rate: ArrayLike) -> Objective:
     return Objective(transform=transform, penalty=penalty, both=both)
 
 
+def to_multi_rate_objective(method: PruningMethod, rates: ArrayLike) -> Objective:
+    """One-shot multi-rate training (SPEC §5): the shared latent pytree runs as R networks,
+    one per rate r in `rates`, each masked by `method.mask` at r (rates vmapped, not a Python
+    loop); the train step averages their cross-entropies. The penalty is the method's at the
+    first rate (PMP's alignment term does not depend on r).
+
+    transform returns the R effective pytrees stacked on a leading axis (`n_rates` = R).
+    """
+    rates = jnp.asarray(rates, jnp.float32)
+    if rates.ndim != 1 or rates.shape[0] < 1:
+        raise ConfigError(f"multi-rate training needs a non-empty vector of rates, got {rates}")
+
+    def stacked(latent: Params, aux: Any, ctx: Context) -> tuple[Masks, MaskContext]:
+        mask_ctx = MaskContext.from_train(ctx, rates[0])
+        masks = jax.vmap(lambda r: method.mask(latent, aux, mask_ctx._replace(target_rate=r)))(
+            rates
+        )
+        return masks, mask_ctx
+
+    def transform(latent: Params, aux: Any, ctx: Context) -> Params:
+        masks = stacked(latent, aux, ctx)[0]
+        return jax.vmap(lambda m: apply_masks(latent, m))(masks)
+
+    def both(latent: Params, aux: Any, ctx: Context) -> tuple[Params, jax.Array]:
+        masks, mask_ctx = stacked(latent, aux, ctx)
+        effective = jax.vmap(lambda m: apply_masks(latent, m))(masks)
+        first = {name: m[0] for name, m in masks.items()}
+        return effective, method.penalty(latent, aux, mask_ctx, first)
+
+    def penalty(latent: Params, aux: Any, ctx: Context) -> jax.Array:
+        return both(latent, aux, ctx)[1]
+
+    return Objective(transform=transform, penalty=penalty, both=both, n_rates=rates.shape[0])
+
+
 _REGISTRY: dict[str, Callable[..., PruningMethod]] = {}
 
 

@@ -46,7 +46,7 @@ from gcnprune_jax.pruning.api import (
     prunable_leaves,
     register,
 )
-from gcnprune_jax.pruning.shared import band_stop, held_anneal
+from gcnprune_jax.pruning.shared import band_stop, held_anneal, ramp_rate
 
 PRIORS = ("gaussian", "laplace", "uniform")
 ALIGNMENTS = ("wasserstein", "kl")
@@ -236,9 +236,12 @@ def _build(
 
     def mask(latent: Params, aux: dict[str, jax.Array], ctx: MaskContext) -> Masks:
         kappa = held_anneal(ctx.step, ctx.total_steps, kappa_start, kappa_end, warmup)
+        # With a warmup the threshold's rate ramps in from 0 (gradual pruning), as CTF's
+        # budget target does; at the end of training it is exactly ctx.target_rate.
+        rate = ramp_rate(ctx.target_rate, ctx.step, ctx.total_steps, warmup)
         masks = {}
         for path, w in prunable_leaves(latent).items():
-            a = threshold(prior, aux[path], ctx.target_rate)
+            a = threshold(prior, aux[path], rate)
             masks[path] = band_stop(w, a, kappa * a)
         return masks
 
@@ -272,7 +275,9 @@ def pmp(
     mu: weight μ of the alignment loss μ Σ_ℓ D(Ŵ_ℓ, Q_ℓ); D is on the unit-variance scale.
     kappa_start, kappa_end: κ_0 and κ_min of the relative temperature τ = κ_t a_ℓ(r).
     warmup: κ is held at kappa_start over this fraction of the steps, then annealed
-      (`shared.held_anneal`; 0 = anneal over all steps).
+      (`shared.held_anneal`; 0 = anneal over all steps), and the threshold's rate ramps in
+      from 0 over the same fraction (`shared.ramp_rate`). Default 0: SBU fold 1 at r = 0.98
+      gave 58% without and 25% with warmup 0.5.
     bins, bandwidth: the histogram of alignment "kl" (ignored by "wasserstein").
 
     aux = {path: s_ℓ, the prior's scale parameter}; masks = {path: band_stop(Ŵ_ℓ, a_ℓ(r),

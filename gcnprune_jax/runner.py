@@ -244,6 +244,8 @@ class Run:
             zip(key_pairs, builds, strict=True)
         ):
             method_key = jax.random.fold_in(init_key, 1)
+            if self.method is not None and self.method.prepare is not None:
+                latent = self.method.prepare(latent, jax.random.fold_in(init_key, 2))
             states.append(
                 self.trainer.init_state(
                     latent, self._initial_aux(latent, method_key, fold), train_key

@@ -72,6 +72,8 @@ class PruningMethod(NamedTuple):
     export(soft_masks, latents, target_rate) -> shared.ExportResult, optional: the method's
       own exact export (numpy, after training), for methods whose crisp masks must keep a
       structure (e.g. TCMP: no dangling connections); default `shared.exact_export`.
+    prepare(latent, key) -> latent, optional: replaces the initial latent parameters before
+      training starts (e.g. PMP draws its weights from its prior).
     """
 
     name: str
@@ -79,6 +81,7 @@ class PruningMethod(NamedTuple):
     mask: Callable[[Params, Any, MaskContext], Masks]
     penalty: Callable[[Params, Any, MaskContext, Masks], jax.Array]
     export: Callable[..., Any] | None = None
+    prepare: Callable[[Params, jax.Array], Params] | None = None
 
 
 def prunable_leaves(params: Params) -> dict[str, jax.Array]:

@@ -38,6 +38,7 @@ from jax.scipy.special import erfinv, ndtr, ndtri
 from jax.typing import ArrayLike
 
 from gcnprune_jax.errors import ConfigError
+from gcnprune_jax.models.gcn import path_name
 from gcnprune_jax.pruning.api import (
     MaskContext,
     Masks,
@@ -210,6 +211,7 @@ def _build(
     warmup: float,
     bins: int,
     bandwidth: float | None,
+    redraw: bool = False,
 ) -> PruningMethod:
     _check_prior(prior)
     if alignment not in ALIGNMENTS:
@@ -255,7 +257,31 @@ def _build(
         terms = [divergence(w, aux[path]) for path, w in prunable_leaves(latent).items()]
         return mu * sum(terms[1:], terms[0]) if terms else jnp.float32(0.0)
 
-    return PruningMethod(name, init, mask, penalty)
+    def prepare(latent: Params, key: jax.Array) -> Params:
+        """Redraw every prunable tensor from the prior with its init variance, so that
+        a(r) prunes a fraction r from the first step. (The Glorot-uniform init never exceeds
+        √3 σ, while the Gaussian a(0.95) = 1.96 σ: started from it, PMP at r ≥ 0.92 begins with
+        every weight in the stop band and no gradient to leave it.) Off by default: on SBU
+        fold 1 at r = 0.98 it gave 14.5% against 58% without (one run each)."""
+        leaves = prunable_leaves(latent)
+        keys = dict(zip(leaves, jax.random.split(key, max(len(leaves), 1)), strict=False))
+        draws = {}
+        for path, w in leaves.items():
+            s = prior_scale(prior, jnp.sqrt(jnp.mean(jnp.square(w))))
+            if prior == "gaussian":
+                z = jax.random.normal(keys[path], w.shape, w.dtype)
+            elif prior == "laplace":
+                z = jax.random.laplace(keys[path], w.shape, w.dtype)
+            else:
+                z = jax.random.uniform(keys[path], w.shape, w.dtype, -1.0, 1.0)
+            draws[path] = s * z
+
+        def redraw(path, leaf):
+            return draws.get(path_name(path), leaf)
+
+        return jax.tree_util.tree_map_with_path(redraw, latent)
+
+    return PruningMethod(name, init, mask, penalty, prepare=prepare if redraw else None)
 
 
 def pmp(

@@ -132,46 +132,27 @@ _NOT_WIRED: tuple[str, ...] = ()
 def _method_hyper(cfg: RunConfig, n_nodes: int) -> dict[str, Any]:
     """The registered (learned) method's hyper-parameters from the config."""
     p = cfg.pruning
-    if cfg.method == "tcmp":
-        return {
-            "model": cfg.model,
-            "n_nodes": n_nodes,
-            "alpha": p.alpha,
-            "kappa_start": p.kappa_start,
-            "kappa_end": p.kappa_end,
-            "lam": p.budget_lambda,
-            "warmup": p.budget_warmup,
-            "hold": p.kappa_hold,
-            "tau_h": p.tau_h,
-        }
-    if cfg.method == "ctf":
-        return {
-            "granularities": p.granularities,
-            "alpha": p.alpha,
-            "kappa_start": p.kappa_start,
-            "kappa_end": p.kappa_end,
-            "lam": p.budget_lambda,
-            "warmup": p.budget_warmup,
-            "hold": p.kappa_hold,
-        }
-    if cfg.method == "mrmp":
-        return {
-            "rates": p.rates,
-            "prior": p.prior,
-            "alignment": p.alignment,
-            "mu": p.mu,
-            "kappa_start": p.kappa_start,
-            "kappa_end": p.kappa_end,
-        }
-    if cfg.method == "pmp":
-        return {
-            "prior": p.prior,
-            "alignment": p.alignment,
-            "mu": p.mu,
-            "kappa_start": p.kappa_start,
-            "kappa_end": p.kappa_end,
-        }
-    return {}
+    budget = {
+        "alpha": p.alpha,
+        "kappa_start": p.kappa_start,
+        "kappa_end": p.kappa_end,
+        "lam": p.budget_lambda,
+        "warmup": p.budget_warmup,
+        "hold": p.kappa_hold,
+    }
+    prior = {
+        "prior": p.prior,
+        "alignment": p.alignment,
+        "mu": p.mu,
+        "kappa_start": p.kappa_start,
+        "kappa_end": p.kappa_end,
+    }
+    return {
+        "ctf": {"granularities": p.granularities, **budget},
+        "tcmp": {"model": cfg.model, "n_nodes": n_nodes, "tau_h": p.tau_h, **budget},
+        "pmp": prior,
+        "mrmp": {"rates": p.rates, **prior},
+    }.get(cfg.method, {})
 
 
 class Run:

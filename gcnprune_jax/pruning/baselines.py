@@ -26,7 +26,7 @@ from jax.typing import ArrayLike
 
 from gcnprune_jax.errors import ConfigError
 from gcnprune_jax.pruning.api import MaskContext, Masks, Params, PruningMethod, prunable_leaves
-from gcnprune_jax.pruning.shared import as_gio, keep_count
+from gcnprune_jax.pruning.shared import as_gio, keep_count, split_flat
 
 BoolMasks = dict[str, np.ndarray]
 SCOPES = ("global", "layerwise")
@@ -65,13 +65,7 @@ def _top_k(scores: Mapping[str, np.ndarray], kept: int) -> BoolMasks:
 
 
 def _split(keep: np.ndarray, like: Mapping[str, np.ndarray], names: list[str]) -> BoolMasks:
-    masks, start = {}, 0
-    for name in names:
-        shape = np.shape(like[name])
-        size = int(np.prod(shape))
-        masks[name] = keep[start : start + size].reshape(shape)
-        start += size
-    return masks
+    return split_flat(keep, {name: np.shape(like[name]) for name in names})
 
 
 def _total(latents: Mapping[str, ArrayLike]) -> int:

@@ -27,6 +27,7 @@ from gcnprune_jax.pruning.shared import (
     as_gio,
     band_stop,
     budget_loss,
+    check_budget_options,
     from_gio,
     group_rms,
     held_anneal,
@@ -65,16 +66,7 @@ def ctf(
             f"ctf.granularities must be distinct values among {GRANULARITIES}, "
             f"got {list(granularities)}"
         )
-    if not alpha > 0:
-        raise ConfigError(f"ctf.alpha must be > 0, got {alpha}")
-    if not 0 < kappa_end <= kappa_start:
-        raise ConfigError(
-            f"ctf needs 0 < kappa_end <= kappa_start, got {kappa_end} and {kappa_start}"
-        )
-    if not lam >= 0:
-        raise ConfigError(f"ctf.lam must be >= 0, got {lam}")
-    if not 0 <= warmup <= 1:
-        raise ConfigError(f"ctf.warmup must be in [0, 1], got {warmup}")
+    check_budget_options("ctf", alpha, kappa_start, kappa_end, lam, warmup)
 
     def init(latent: Params, key: jax.Array) -> dict[str, jax.Array]:
         del key  # deterministic: thresholds come from the initial weights (SPEC §0)

@@ -257,20 +257,42 @@ def exact_export(
     keep = np.zeros(total, bool)
     keep[order[:kept]] = True
 
-    masks, start = {}, 0
-    for name in names:
-        shape = np.shape(soft_masks[name])
-        size = int(np.prod(shape))
-        masks[name] = keep[start : start + size].reshape(shape)
-        start += size
     return ExportResult(
-        masks=masks,
+        masks=split_flat(keep, {n: np.shape(soft_masks[n]) for n in names}),
         kept=kept,
         total=total,
         realized_rate=1.0 - kept / total,
         soft_rate=float(1.0 - psi.sum() / total),
         rounding_changed=int(np.count_nonzero(keep != (psi > 0.5))),
     )
+
+
+def split_flat(flat: np.ndarray, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """Cut a flat array (tensors concatenated in `shapes`' order, C order) back into
+    {path: array of its shape}: the inverse of the concatenation the exports rank over."""
+    out, start = {}, 0
+    for name, shape in shapes.items():
+        size = int(np.prod(shape))
+        out[name] = flat[start : start + size].reshape(shape)
+        start += size
+    return out
+
+
+def check_budget_options(
+    name: str, alpha: float, kappa_start: float, kappa_end: float, lam: float, warmup: float
+) -> None:
+    """ConfigError naming `name.option` for the options every budget-trained method shares
+    (threshold scale, temperature schedule, budget weight and warmup)."""
+    if not alpha > 0:
+        raise ConfigError(f"{name}.alpha must be > 0, got {alpha}")
+    if not 0 < kappa_end <= kappa_start:
+        raise ConfigError(
+            f"{name} needs 0 < kappa_end <= kappa_start, got {kappa_end} and {kappa_start}"
+        )
+    if not lam >= 0:
+        raise ConfigError(f"{name}.lam must be >= 0, got {lam}")
+    if not 0 <= warmup <= 1:
+        raise ConfigError(f"{name}.warmup must be in [0, 1], got {warmup}")
 
 
 def realized_rate(masks: Mapping[str, ArrayLike]) -> float:

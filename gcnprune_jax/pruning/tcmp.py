@@ -32,6 +32,7 @@ from gcnprune_jax.pruning.shared import (
     ExportResult,
     band_stop,
     budget_loss,
+    check_budget_options,
     held_anneal,
     init_threshold,
     keep_count,
@@ -79,16 +80,7 @@ def tcmp(
         raise ConfigError(f"tcmp.model must be a GCNConfig, got {type(model).__name__}")
     if not (isinstance(n_nodes, int) and n_nodes >= 1):
         raise ConfigError(f"tcmp.n_nodes must be a positive int, got {n_nodes!r}")
-    if not alpha > 0:
-        raise ConfigError(f"tcmp.alpha must be > 0, got {alpha}")
-    if not 0 < kappa_end <= kappa_start:
-        raise ConfigError(
-            f"tcmp needs 0 < kappa_end <= kappa_start, got {kappa_end} and {kappa_start}"
-        )
-    if not lam >= 0:
-        raise ConfigError(f"tcmp.lam must be >= 0, got {lam}")
-    if not 0 <= warmup <= 1:
-        raise ConfigError(f"tcmp.warmup must be in [0, 1], got {warmup}")
+    check_budget_options("tcmp", alpha, kappa_start, kappa_end, lam, warmup)
     if not tau_h > 0:
         raise ConfigError(f"tcmp.tau_h must be > 0, got {tau_h}")
     saturation = soft_saturation(tau_h)

@@ -121,7 +121,7 @@ def _add_pruning_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--method",
         required=True,
-        help="dense, magnitude, structured, random, snip, ctf, tcmp, pmp, mrmp (ssp: later)",
+        help="dense, magnitude, structured, random, snip, ctf, ssp, tcmp, pmp, mrmp",
     )
     g.add_argument(
         "--rate",
@@ -169,6 +169,14 @@ def _add_pruning_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--tau-h", type=float, help="tcmp: temperature of the soft (co-)accessibility saturation"
+    )
+    g.add_argument(
+        "--rank-beta", type=float, help="ssp: weight of the nuclear-norm rank surrogate (0: off)"
+    )
+    g.add_argument("--gate-tau-start", type=float, help="ssp: initial gate temperature")
+    g.add_argument("--gate-tau-end", type=float, help="ssp: final gate temperature")
+    g.add_argument(
+        "--gate-scale", type=float, help="ssp: gate logits = scale x trained state (gate speed)"
     )
     g.add_argument(
         "--prune-at",

@@ -56,6 +56,12 @@ class PruningConfig:
     tau_h: TCMP's soft saturation h(x) = 1 − exp(−x / τ_h) of the (co-)accessibility
       networks during training (SPEC §3).
     rates: MRMP's training rates, all trained at once on one latent pytree (SPEC §5).
+    rank_beta: SSP's β, weight of its normalized nuclear-norm rank surrogate (SPEC §2);
+      0 = the "no rank term" ablation.
+    gate_tau_start, gate_tau_end: SSP's gate temperature schedule (geometric, held during
+      the budget warmup like κ).
+    gate_scale: SSP's gate logits are gate_scale × their trained state, so that they move
+      faster than the weights under Adam (see `pruning.ssp.ssp`).
     """
 
     granularities: tuple[str, ...] = ("channel", "column", "row", "entry")
@@ -73,6 +79,10 @@ class PruningConfig:
     mu: float = 1.0
     tau_h: float = 0.1
     rates: tuple[float, ...] = (0.5, 0.7, 0.9, 0.95, 0.98, 0.99)
+    rank_beta: float = 0.1
+    gate_tau_start: float = 1.0
+    gate_tau_end: float = 0.01
+    gate_scale: float = 10.0
 
     def fields_used(self, method: str) -> tuple[str, ...]:
         """The fields `method` reads: two runs of one method that differ only elsewhere are
@@ -82,6 +92,14 @@ class PruningConfig:
             "magnitude": ("scope", "prune_at"),
             "structured": ("structure", "prune_at"),
             "ctf": ("granularities", *schedule, "kappa_hold"),
+            "ssp": (
+                *schedule,
+                "kappa_hold",
+                "rank_beta",
+                "gate_tau_start",
+                "gate_tau_end",
+                "gate_scale",
+            ),
             "tcmp": (*schedule, "kappa_hold", "tau_h"),
             "pmp": ("prior", "alignment", "mu", "kappa_start", "kappa_end"),
             "mrmp": ("prior", "alignment", "mu", "kappa_start", "kappa_end", "rates"),
@@ -129,6 +147,15 @@ class PruningConfig:
             raise ConfigError(f"pruning.mu must be >= 0, got {self.mu}")
         if not 0.0 < self.prune_at < 1.0:
             raise ConfigError(f"pruning.prune_at must be in (0, 1), got {self.prune_at}")
+        if not self.rank_beta >= 0:
+            raise ConfigError(f"pruning.rank_beta must be >= 0, got {self.rank_beta}")
+        if not 0 < self.gate_tau_end <= self.gate_tau_start:
+            raise ConfigError(
+                "pruning.gate_tau_end and pruning.gate_tau_start need 0 < end <= start, got "
+                f"{self.gate_tau_end} and {self.gate_tau_start}"
+            )
+        if not self.gate_scale > 0:
+            raise ConfigError(f"pruning.gate_scale must be > 0, got {self.gate_scale}")
 
 
 @dataclasses.dataclass(frozen=True)

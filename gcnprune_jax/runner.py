@@ -149,6 +149,13 @@ def _method_hyper(cfg: RunConfig, n_nodes: int) -> dict[str, Any]:
     }
     return {
         "ctf": {"granularities": p.granularities, **budget},
+        "ssp": {
+            "beta": p.rank_beta,
+            "gate_tau_start": p.gate_tau_start,
+            "gate_tau_end": p.gate_tau_end,
+            "gate_scale": p.gate_scale,
+            **budget,
+        },
         "tcmp": {"model": cfg.model, "n_nodes": n_nodes, "tau_h": p.tau_h, **budget},
         "pmp": prior,
         "mrmp": {"rates": p.rates, **prior},
@@ -302,14 +309,18 @@ class Run:
                 )
             )
             export_fn = self.method.export or exact_export
-            exports = [
-                export_fn({n: m[f] for n, m in soft.items()}, leaves[f], self.cfg.target_rate)
-                for f in range(n_folds)
-            ]
+            exports = []
+            for f in range(n_folds):
+                extra = {}
+                if self.method.trainable_aux and self.method.export is not None:
+                    extra["aux"] = jax.tree.map(lambda a, f=f: np.asarray(a[f]), state.aux)
+                fold_soft = {n: m[f] for n, m in soft.items()}
+                exports.append(export_fn(fold_soft, leaves[f], self.cfg.target_rate, **extra))
             return Export(
                 masks=[e.masks for e in exports],
                 soft_rates=[e.soft_rate for e in exports],
                 rounding_changed=[e.rounding_changed for e in exports],
+                details=[e.details for e in exports],
             )
         if self.baseline is not None:
             aux = jax.device_get(state.aux)
@@ -326,6 +337,7 @@ class Export(NamedTuple):
     masks: list[dict[str, np.ndarray]]
     soft_rates: list[float]
     rounding_changed: list[int]
+    details: list[dict[str, Any] | None] | None = None
 
 
 def _check_finite(metrics: dict[str, np.ndarray], first_epoch: int, last_good: int, ckpt: str):
@@ -501,8 +513,15 @@ def summarize(
         "dangling_connections": int(max(dangling)),
         "epochs": cfg.train.epochs,
         "seed": cfg.seed,
-        "params_digest": params_digest(state.latent),
+        "params_digest": params_digest(run.trainer.trained(state.latent, state.aux)),
     }
+    details = export.details or []
+    if details and details[0] is not None and "granularity" in details[0]:
+        # SSP (INTERFACE.md): what each channel's gate chose, for the first fold listed
+        result["granularity"] = details[0]["granularity"]
+        result["granularity_overridden"] = details[0].get("overridden", [])
+        if len(details) > 1:
+            result["fold_granularity"] = [d["granularity"] for d in details]
     if run.method is not None:
         soft = jax.device_get(run.trainer.evaluate(state, run.data.test))
         if run.trainer.objective.n_rates:

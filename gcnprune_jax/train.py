@@ -106,12 +106,17 @@ class Objective(NamedTuple):
     n_rates: 0 for one network; R > 0 when `transform` returns R effective networks stacked
       on a leading axis (one-shot multi-rate training, SPEC §5): the cross-entropy is then
       the mean over the R networks, run with `vmap`, and accuracies are means over them.
+    trainable_aux: False: the method state `aux` is held fixed. True: `aux` is a pair
+      (frozen, trainable) and the optimizer trains `trainable` together with the latent
+      parameters (e.g. SSP's gate logits, SPEC §2); the optimizer state then covers
+      (latent, trainable).
     """
 
     transform: Callable[[Params, Any, Context], Params]
     penalty: Callable[[Params, Any, Context], jax.Array]
     both: Callable[[Params, Any, Context], tuple[Params, jax.Array]] | None = None
     n_rates: int = 0
+    trainable_aux: bool = False
 
     def transform_and_penalty(
         self, latent: Params, aux: Any, ctx: Context
@@ -244,12 +249,24 @@ class Trainer:
 
     def init_state(self, latent: Params, aux: Any, key: jax.Array) -> TrainState:
         """One fold's initial state (vmap it, or stack single states, for several folds)."""
-        return TrainState(latent, self.optimizer.init(latent), aux, jnp.zeros((), jnp.int32), key)
+        opt_state = self.optimizer.init(self.trained(latent, aux))
+        return TrainState(latent, opt_state, aux, jnp.zeros((), jnp.int32), key)
+
+    def trained(self, latent: Params, aux: Any) -> Any:
+        """What the optimizer updates: the latent params, or (latent, trainable method state)
+        for objectives with `trainable_aux`."""
+        return (latent, aux[1]) if self.objective.trainable_aux else latent
+
+    def _split_trained(self, trained: Any, aux: Any) -> tuple[Params, Any]:
+        if self.objective.trainable_aux:
+            return trained[0], (aux[0], trained[1])
+        return trained, aux
 
     def _context(self, step: jax.Array) -> Context:
         return Context(step=step, total_steps=jnp.asarray(self.total_steps, jnp.int32))
 
-    def _loss(self, latent: Params, aux: Any, batch: Split, ctx: Context, dropout_key: jax.Array):
+    def _loss(self, trained: Any, aux: Any, batch: Split, ctx: Context, dropout_key: jax.Array):
+        latent, aux = self._split_trained(trained, aux)
         effective, penalty = self.objective.transform_and_penalty(latent, aux, ctx)
         ce, acc = self._cross_entropy(effective, batch, dropout_key, self.cfg.label_smoothing)
         return ce + penalty, (ce, penalty, acc)
@@ -270,12 +287,11 @@ class Trainer:
         key, dropout_key = jax.random.split(state.key)
         ctx = self._context(state.step)
         grad_fn = jax.value_and_grad(self._loss, has_aux=True)
-        (loss, (ce, penalty, acc)), grads = grad_fn(
-            state.latent, state.aux, batch, ctx, dropout_key
-        )
-        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.latent, value=loss)
-        latent = optax.apply_updates(state.latent, updates)
-        new_state = TrainState(latent, opt_state, state.aux, state.step + 1, key)
+        trained = self.trained(state.latent, state.aux)
+        (loss, (ce, penalty, acc)), grads = grad_fn(trained, state.aux, batch, ctx, dropout_key)
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, trained, value=loss)
+        latent, aux = self._split_trained(optax.apply_updates(trained, updates), state.aux)
+        new_state = TrainState(latent, opt_state, aux, state.step + 1, key)
         return new_state, {"loss": loss, "ce": ce, "penalty": penalty, "train_accuracy": acc}
 
     def _epoch(self, state: TrainState, train: Split) -> tuple[TrainState, dict[str, jax.Array]]:

@@ -34,7 +34,7 @@ def pruned(method: str, rate: float, epochs: int = 8, **pruning):
 
 
 @pytest.mark.parametrize(
-    "method", ["magnitude", "structured", "random", "snip", "ctf", "tcmp", "pmp"]
+    "method", ["magnitude", "structured", "random", "snip", "ctf", "ssp", "tcmp", "pmp"]
 )
 def test_every_method_exports_exactly_the_target_rate(method, synthetic, tmp_path):
     rate = 0.937
@@ -59,6 +59,12 @@ def test_every_method_exports_exactly_the_target_rate(method, synthetic, tmp_pat
         assert result["soft_rate"] == result["realized_rate"] and result["rounding_changed"] == 0
     if method == "tcmp":  # SPEC §3's guarantee, checked by hard propagation
         assert result["dangling_connections"] == 0
+    if method == "ssp":  # SPEC §2: each channel has the structure its gate chose
+        from gcnprune_jax.pruning.ssp import check_structure
+
+        assert set(result["granularity"]) == set(masks)
+        for name, mask in masks.items():
+            assert check_structure(mask, result["granularity"][name]) == []
 
 
 def test_magnitude_prunes_after_the_dense_phase_and_keeps_the_largest(synthetic, tmp_path):
@@ -92,7 +98,7 @@ class _StopAfter(SilentReporter):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("method", ["magnitude", "ctf"])
+@pytest.mark.parametrize("method", ["magnitude", "ctf", "ssp"])
 def test_resume_across_the_pruning_epoch_gives_the_same_result(method, synthetic, tmp_path):
     cfg = pruned(method, 0.9, epochs=8)
     full = run_training(cfg, tmp_path / "full", dataset=synthetic)
@@ -144,10 +150,7 @@ def test_ctf_train_step_traces_once_and_agrees_with_eager(synthetic):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_unimplemented_method_is_a_config_error(synthetic):
-    for method in ("ssp",):
-        with pytest.raises(ConfigError, match="not implemented"):
-            Run(tiny_config().replace(method=method, target_rate=0.5), synthetic)
+def test_unknown_or_misused_method_is_a_config_error():
     with pytest.raises(ConfigError, match="--method"):
         tiny_config().replace(method="lottery", target_rate=0.5)
     with pytest.raises(ConfigError, match="dense"):
@@ -178,7 +181,8 @@ def test_prune_cli_writes_result_masks_and_eval_reproduces(tmp_path):
         (["--method", "magnitude", "--rate", "-0.1"], "--rate must be in [0, 1)"),
         (["--method", "magnitude", "--rate", "1"], "--rate must be in [0, 1)"),
         (["--method", "lottery", "--rate", "0.5"], "--method must be one of"),
-        (["--method", "ssp", "--rate", "0.5"], "not implemented"),
+        (["--method", "ssp", "--rate", "0.5", "--gate-tau-end", "2"], "--gate-tau-end"),
+        (["--method", "ssp", "--rate", "0.5", "--rank-beta", "-1"], "--rank-beta"),
         (["--method", "ctf", "--rate", "0.5", "--granularities", "block"], "--granularities"),
         (["--method", "ctf", "--rate", "0.5", "--kappa-end", "0"], "--kappa-end"),
         (["--method", "magnitude", "--rate", "0.5", "--prune-at", "1"], "--prune-at"),

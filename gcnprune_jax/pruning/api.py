@@ -37,6 +37,7 @@ Masks = dict[str, jax.Array]
 _BUILTIN_MODULES = (
     "gcnprune_jax.pruning.ctf",
     "gcnprune_jax.pruning.pmp",
+    "gcnprune_jax.pruning.ssp",
     "gcnprune_jax.pruning.tcmp",
 )
 
@@ -74,6 +75,9 @@ class PruningMethod(NamedTuple):
       structure (e.g. TCMP: no dangling connections); default `shared.exact_export`.
     prepare(latent, key) -> latent, optional: replaces the initial latent parameters before
       training starts (e.g. PMP draws its weights from its prior).
+    trainable_aux: when True, `init` returns aux = (frozen, trainable) and the train step
+      optimizes `trainable` with the latent parameters (SSP's gate logits); an `export`
+      of such a method also receives the fold's aux as `aux=`.
     """
 
     name: str
@@ -82,6 +86,7 @@ class PruningMethod(NamedTuple):
     penalty: Callable[[Params, Any, MaskContext, Masks], jax.Array]
     export: Callable[..., Any] | None = None
     prepare: Callable[[Params, jax.Array], Params] | None = None
+    trainable_aux: bool = False
 
 
 def prunable_leaves(params: Params) -> dict[str, jax.Array]:
@@ -133,17 +138,36 @@ def compose(*methods: PruningMethod) -> PruningMethod:
     Σ_k penalty_k, aux = (aux_1, …, aux_K) with one key per part (split from the given key).
 
     Each part's penalty receives the combined masks, the ones the network actually runs on
-    (so a budget term counts what is really kept).
+    (so a budget term counts what is really kept). When some part has trainable state, the
+    composition does too: aux = ((frozen_1, …), (trainable_1, …)), with () standing for the
+    trainable state of the parts that have none.
     """
     if not methods:
         raise ConfigError("compose needs at least one pruning method")
+    trainable = any(m.trainable_aux for m in methods)
 
-    def init(latent: Params, key: jax.Array) -> tuple[Any, ...]:
+    def parts_of(aux: Any) -> list[Any]:
+        if not trainable:
+            return list(aux)
+        frozen, learned = aux
+        return [
+            (f, t) if m.trainable_aux else f
+            for m, f, t in zip(methods, frozen, learned, strict=True)
+        ]
+
+    def init(latent: Params, key: jax.Array) -> Any:
         keys = jax.random.split(key, len(methods))
-        return tuple(m.init(latent, k) for m, k in zip(methods, keys, strict=True))
+        parts = tuple(m.init(latent, k) for m, k in zip(methods, keys, strict=True))
+        if not trainable:
+            return parts
+        frozen = tuple(p[0] if m.trainable_aux else p for m, p in zip(methods, parts, strict=True))
+        learned = tuple(
+            p[1] if m.trainable_aux else () for m, p in zip(methods, parts, strict=True)
+        )
+        return frozen, learned
 
-    def mask(latent: Params, aux: tuple[Any, ...], ctx: MaskContext) -> Masks:
-        parts = [m.mask(latent, a, ctx) for m, a in zip(methods, aux, strict=True)]
+    def mask(latent: Params, aux: Any, ctx: MaskContext) -> Masks:
+        parts = [m.mask(latent, a, ctx) for m, a in zip(methods, parts_of(aux), strict=True)]
         combined = dict(parts[0])
         for part in parts[1:]:
             if set(part) != set(combined):
@@ -151,11 +175,15 @@ def compose(*methods: PruningMethod) -> PruningMethod:
             combined = {name: combined[name] * part[name] for name in combined}
         return combined
 
-    def penalty(latent: Params, aux: tuple[Any, ...], ctx: MaskContext, masks: Masks):
-        terms = [m.penalty(latent, a, ctx, masks) for m, a in zip(methods, aux, strict=True)]
+    def penalty(latent: Params, aux: Any, ctx: MaskContext, masks: Masks):
+        terms = [
+            m.penalty(latent, a, ctx, masks) for m, a in zip(methods, parts_of(aux), strict=True)
+        ]
         return sum(terms[1:], terms[0])
 
-    return PruningMethod("+".join(m.name for m in methods), init, mask, penalty)
+    return PruningMethod(
+        "+".join(m.name for m in methods), init, mask, penalty, trainable_aux=trainable
+    )
 
 
 def to_objective(method: PruningMethod, target_rate: ArrayLike) -> Objective:
@@ -182,7 +210,9 @@ def to_objective(method: PruningMethod, target_rate: ArrayLike) -> Objective:
         mask_ctx, masks = masks_of(latent, aux, ctx)
         return apply_masks(latent, masks), method.penalty(latent, aux, mask_ctx, masks)
 
-    return Objective(transform=transform, penalty=penalty, both=both)
+    return Objective(
+        transform=transform, penalty=penalty, both=both, trainable_aux=method.trainable_aux
+    )
 
 
 def to_multi_rate_objective(method: PruningMethod, rates: ArrayLike) -> Objective:
@@ -217,7 +247,13 @@ def to_multi_rate_objective(method: PruningMethod, rates: ArrayLike) -> Objectiv
     def penalty(latent: Params, aux: Any, ctx: Context) -> jax.Array:
         return both(latent, aux, ctx)[1]
 
-    return Objective(transform=transform, penalty=penalty, both=both, n_rates=rates.shape[0])
+    return Objective(
+        transform=transform,
+        penalty=penalty,
+        both=both,
+        n_rates=rates.shape[0],
+        trainable_aux=method.trainable_aux,
+    )
 
 
 _REGISTRY: dict[str, Callable[..., PruningMethod]] = {}

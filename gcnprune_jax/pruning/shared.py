@@ -203,6 +203,7 @@ class ExportResult(NamedTuple):
     realized_rate: 1 − kept / total.
     soft_rate: 1 − Σψ / N, the rate implied by the soft masks before export.
     rounding_changed: entries whose decision differs from 1[ψ > 1/2].
+    details: a method's own export facts for result.json, or None (SSP: "granularity").
     """
 
     masks: dict[str, np.ndarray]
@@ -211,6 +212,7 @@ class ExportResult(NamedTuple):
     realized_rate: float
     soft_rate: float
     rounding_changed: int
+    details: dict[str, Any] | None = None
 
 
 def exact_export(

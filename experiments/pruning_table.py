@@ -25,7 +25,7 @@ from typing import Any
 from gcnprune_jax.config import RunConfig, default_config
 from gcnprune_jax.runner import run_training
 
-METHODS = ("dense", "magnitude", "structured", "ctf")
+METHODS = ("dense", "magnitude", "structured", "ctf", "ssp")
 RATES = (0.5, 0.9, 0.95, 0.98, 0.99)
 
 
@@ -116,6 +116,10 @@ def write_table(
 ) -> None:
     command = "GCNPRUNE_DATA_DIR=../shared/data python experiments/pruning_table.py"
     command += f" --dataset {args.dataset}"
+    if args.methods != ",".join(METHODS):
+        command += f" --methods {args.methods}"
+    if args.rates != ",".join(map(str, RATES)):
+        command += f" --rates {args.rates}"
     command += "".join(f" --set {s}" for s in args.set)
     if args.seed:
         command += f" --seed {args.seed}"

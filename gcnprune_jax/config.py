@@ -79,7 +79,7 @@ class PruningConfig:
     mu: float = 1.0
     tau_h: float = 0.1
     rates: tuple[float, ...] = (0.5, 0.7, 0.9, 0.95, 0.98, 0.99)
-    rank_beta: float = 0.1
+    rank_beta: float = 1.0
     gate_tau_start: float = 1.0
     gate_tau_end: float = 0.01
     gate_scale: float = 10.0

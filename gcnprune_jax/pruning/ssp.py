@@ -151,7 +151,7 @@ def ssp(
     lam: float = 1e4,
     warmup: float = 0.5,
     hold: bool = True,
-    beta: float = 0.1,
+    beta: float = 1.0,
     gate_tau_start: float = 1.0,
     gate_tau_end: float = 0.01,
     gate_scale: float = 10.0,

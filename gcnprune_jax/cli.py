@@ -364,6 +364,64 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from gcnprune_jax.bench import export_run
+
+    out = args.out or str(_run_path(args.checkpoint) / "compact")
+    infos = export_run(args.checkpoint, out, data_dir=args.data_dir, batch=args.batch)
+    for info in infos:
+        print(
+            f"fold {info['fold']}: FLOPs {info['flops_compact']} of {info['flops_dense']} "
+            f"(structured count {info['flops_structured']}), max relative error "
+            f"{info['max_relative_error']:.1e}, layouts chosen at batch {info['layout_batch']} "
+            f"on {info['backend']}; wrote {info['directory']}"
+        )
+    return 0
+
+
+def _run_path(checkpoint: str) -> Any:
+    from pathlib import Path
+
+    path = Path(checkpoint)
+    return path.parent if path.name == "checkpoint" else path
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gcnprune_jax.bench import bench_checkpoint, bench_untrained, markdown_rows
+
+    if args.checkpoint:
+        result = bench_checkpoint(
+            args.checkpoint,
+            data_dir=args.data_dir,
+            batch_sizes=args.batch_sizes,
+            repeats=args.repeats,
+        )
+        default_out = _run_path(args.checkpoint) / "bench"
+    else:
+        if args.method is None or args.target_rate is None:
+            raise _usage_error("bench needs --checkpoint DIR, or --method M and --rate R")
+        cfg = config_from_args(args)
+        result = bench_untrained(
+            cfg, data_dir=args.data_dir, batch_sizes=args.batch_sizes, repeats=args.repeats
+        )
+        default_out = Path(f"runs/bench_{cfg.dataset}_{cfg.method}_r{cfg.target_rate:g}")
+    out = Path(args.out) if args.out else default_out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
+    table = "\n".join(markdown_rows([result])) + "\n"
+    (out / "bench.md").write_text(table)
+    print(table + f"wrote {out}/bench.json and bench.md")
+    return 0
+
+
+def _usage_error(message: str) -> GcnpruneError:
+    from gcnprune_jax.errors import ConfigError
+
+    return ConfigError(message)
+
+
 _OPTION_FOR_FIELD = {"learning_rate": "--lr"}
 
 
@@ -401,6 +459,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--rate", type=float, help="pruning rate (multi-rate runs)")
     ev.set_defaults(func=cmd_eval)
+    ex = sub.add_parser(
+        "export", help="write the compacted network of a pruned run (Orbax + JSON of shapes)"
+    )
+    ex.add_argument("--checkpoint", required=True, help="a pruned run's output directory")
+    ex.add_argument("--out", help="default: <checkpoint>/compact")
+    ex.add_argument("--data-dir", help="the dataset's root, if not $GCNPRUNE_DATA_DIR/<dataset>")
+    ex.add_argument(
+        "--batch",
+        type=int,
+        default=64,
+        help="batch size at which each layer's fastest layout is measured (default: %(default)s)",
+    )
+    ex.set_defaults(func=cmd_export)
+    be = sub.add_parser(
+        "bench", help="time masked, compacted and sparse inference of a pruned network"
+    )
+    be.add_argument("--checkpoint", help="a pruned run's output directory")
+    be.add_argument("--method", help="without --checkpoint: magnitude, structured or random")
+    be.add_argument("--rate", type=float, dest="target_rate", help="with --method")
+    be.add_argument(
+        "--dataset",
+        choices=("synthetic", "sbu", "fpha"),
+        default="synthetic",
+        help="with --method (default: %(default)s)",
+    )
+    be.add_argument("--data-dir", help="the dataset's root, if not $GCNPRUNE_DATA_DIR/<dataset>")
+    be.add_argument(
+        "--batch-sizes", type=_int_list, default=[1, 64, 1024], help="default: 1,64,1024"
+    )
+    be.add_argument("--repeats", type=int, default=20, help="timing samples per measurement")
+    be.add_argument("--out", help="default: <checkpoint>/bench")
+    be.set_defaults(func=cmd_bench, fold="all", seed=0, data_seed=0)
     return parser
 
 

@@ -542,16 +542,11 @@ def summarize(
     return result, export
 
 
-def evaluate_checkpoint(
+def load_checkpoint(
     path: str | os.PathLike, *, data_dir: str | None = None, rate: float | None = None
-) -> dict[str, Any]:
-    """Re-evaluate a saved run (its output directory or its checkpoint/ folder) from the
-    config and state its checkpoint holds; returns the result fields.
-
-    rate: export and evaluate at this pruning rate instead of the run's own. Only multi-rate
-    (mrmp) runs serve other rates (SPEC §5: any rate without retraining); any other run
-    refuses a rate different from its own.
-    """
+) -> tuple[Run, TrainState, dict[str, Any]]:
+    """The configured run, its restored state and its checkpoint record, from a run's output
+    directory (or its checkpoint/ folder). rate: as in `evaluate_checkpoint`."""
     path = Path(path)
     ckpt_dir = path / "checkpoint" if (path / "checkpoint").is_dir() else path
     if not ckpt_dir.is_dir():
@@ -575,6 +570,20 @@ def evaluate_checkpoint(
         state, record = ckpt.restore(run.initial_state)
     finally:
         ckpt.close()
+    return run, state, record
+
+
+def evaluate_checkpoint(
+    path: str | os.PathLike, *, data_dir: str | None = None, rate: float | None = None
+) -> dict[str, Any]:
+    """Re-evaluate a saved run (its output directory or its checkpoint/ folder) from the
+    config and state its checkpoint holds; returns the result fields.
+
+    rate: export and evaluate at this pruning rate instead of the run's own. Only multi-rate
+    (mrmp) runs serve other rates (SPEC §5: any rate without retraining); any other run
+    refuses a rate different from its own.
+    """
+    run, state, record = load_checkpoint(path, data_dir=data_dir, rate=rate)
     result, _ = summarize(run, state, record["history"])
     result["epochs_trained"] = record["epoch"]
     return result

@@ -1,0 +1,282 @@
+"""Inference speed of pruned networks (SPEC §8): `gcnprune export` and `gcnprune bench`.
+
+Paths timed side by side, in one process, on the current JAX backend:
+- `masked_dense`: the original network on W = Ŵ ⊙ m (what pruning gives with no more work);
+- `compact_dense`: the compacted network (`compact.compact`), dense kernels;
+- `bcoo`: the uncompacted network with its FC kernels as BCOO sparse matrices;
+- `compact_bcoo`: the compacted network with BCOO FC kernels;
+- `compact_auto`: the compacted network with each FC kernel in the layout measured fastest
+  for it (`compact.choose_layouts`): what `gcnprune export` writes.
+Speedup = time(masked_dense) / time(path) at the same batch size.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gcnprune_jax.compact import (
+    CompactGCN,
+    apply_compact,
+    choose_layouts,
+    compact,
+    compact_flops,
+    save_compact,
+    time_call,
+    with_layouts,
+)
+from gcnprune_jax.costs import dense_flops, flops_structured, flops_unstructured
+from gcnprune_jax.errors import ConfigError
+from gcnprune_jax.pruning.api import apply_masks, prunable_leaves
+
+PATHS = ("masked_dense", "compact_dense", "bcoo", "compact_bcoo", "compact_auto")
+
+
+def fold_networks(run: Any, state: Any, folds: Sequence[int] | None = None) -> list[dict]:
+    """Per fold of a restored run: its latent params, crisp masks and test inputs."""
+    export = run.export(state)
+    n_folds = len(run.cfg.folds)
+    chosen = range(n_folds) if folds is None else folds
+    out = []
+    for f in chosen:
+        latent = jax.tree.map(lambda a, f=f: np.asarray(a[f]), state.latent)
+        test_w = np.asarray(run.data.test.w[f]) > 0
+        x = np.asarray(run.data.test.x[f])[test_w]
+        out.append(
+            {"fold": run.cfg.folds[f] + 1, "latent": latent, "masks": export.masks[f], "x": x}
+        )
+    return out
+
+
+def relative_error(a: jax.Array, b: jax.Array) -> float:
+    """max |a − b| / max |b|."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+
+
+def build_paths(run: Any, latent: dict, masks: dict, x: np.ndarray, batch: int = 64):
+    """{path: (fn, params)} for the five paths of one network, the compacted network with
+    chosen layouts, the layout timings, and the compaction's max relative output error on x
+    (all paths checked against the masked network)."""
+    cfg, adjacency = run.cfg, np.asarray(run.adjacency)
+    effective = apply_masks(latent, {n: jnp.asarray(m, jnp.float32) for n, m in masks.items()})
+    n_layers = len(cfg.model.fc) + 1
+    compacted = compact(latent, masks, cfg.model, adjacency=adjacency)
+    full = compact(latent, masks, cfg.model, adjacency=adjacency, remove=False)
+    layouts, layout_times = choose_layouts(
+        compacted, run.ds.n_nodes, cfg.features.n_features, batch=batch
+    )
+    auto = with_layouts(compacted, layouts)
+    adj = jnp.asarray(adjacency, jnp.float32)
+    run_compact = jax.jit(lambda spec, p, xb: apply_compact(spec, p, xb, adj), static_argnums=0)
+
+    def compact_fn(net: CompactGCN):
+        return (lambda p, xb, spec=net.spec: run_compact(spec, p, xb)), net.params
+
+    apply_fn = jax.jit(lambda p, xb: run.apply_fn(p, xb))
+    paths = {
+        "masked_dense": (apply_fn, effective),
+        "compact_dense": compact_fn(compacted),
+        "bcoo": compact_fn(with_layouts(full, ("bcoo",) * n_layers)),
+        "compact_bcoo": compact_fn(with_layouts(compacted, ("bcoo",) * n_layers)),
+        "compact_auto": compact_fn(auto),
+    }
+    xs = jnp.asarray(x, jnp.float32)
+    reference = apply_fn(effective, xs)
+    errors = {name: relative_error(fn(p, xs), reference) for name, (fn, p) in paths.items()}
+    return paths, auto, layout_times, errors
+
+
+def bench_network(
+    run: Any,
+    latent: dict,
+    masks: dict,
+    x: np.ndarray,
+    batch_sizes: Sequence[int] = (1, 64, 1024),
+    repeats: int = 20,
+) -> dict[str, Any]:
+    """Latency and throughput of every path at every batch size, with FLOP ratios."""
+    cfg = run.cfg
+    dims = run.model_dims
+    paths, auto, layout_times, errors = build_paths(run, latent, masks, x)
+    dense = dense_flops(cfg.model, **dims)
+    flops = {
+        "dense": dense,
+        "unstructured": flops_unstructured(masks, cfg.model, **dims),
+        "structured": flops_structured(masks, cfg.model, **dims),
+        "compact": compact_flops(auto, dims["n_nodes"]),
+    }
+    rows = []
+    for batch in batch_sizes:
+        reps = int(np.ceil(batch / len(x)))
+        xb = jnp.asarray(np.concatenate([x] * reps)[:batch], jnp.float32)
+        times = {name: time_call(fn, p, xb, repeats=repeats) for name, (fn, p) in paths.items()}
+        for name in PATHS:
+            rows.append(
+                {
+                    "path": name,
+                    "batch": batch,
+                    "latency_s": times[name],
+                    "throughput_per_s": batch / times[name],
+                    "speedup": times["masked_dense"] / times[name],
+                }
+            )
+    kept = sum(int(np.count_nonzero(m)) for m in masks.values())
+    total = sum(int(np.size(m)) for m in masks.values())
+    return {
+        "realized_rate": 1.0 - kept / total,
+        "flops": flops,
+        "flop_ratio_structured": dense / max(flops["structured"], 1),
+        "flop_ratio_compact": dense / max(flops["compact"], 1),
+        "flop_ratio_unstructured": dense / max(flops["unstructured"], 1),
+        "layouts": list(auto.spec.layouts),
+        "layout_times_s": layout_times,
+        "max_relative_error": errors,
+        "rows": rows,
+        "backend": jax.default_backend(),
+        "device": str(jax.devices()[0].device_kind),
+    }
+
+
+def export_run(
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    data_dir: str | None = None,
+    batch: int = 64,
+) -> list[dict[str, Any]]:
+    """`gcnprune export`: the compacted network of every fold of a saved run, checked against
+    the masked network on the fold's real test inputs, each FC kernel in its fastest layout
+    at `batch`, written to out/ (one fold) or out/fold<k>/ (SBU's five)."""
+    from gcnprune_jax.runner import load_checkpoint
+
+    run, state, _ = load_checkpoint(checkpoint, data_dir=data_dir)
+    nets = fold_networks(run, state)
+    infos = []
+    for net in nets:
+        _, auto, layout_times, errors = build_paths(
+            run, net["latent"], net["masks"], net["x"], batch
+        )
+        worst = max(errors.values())
+        if worst > 1e-5:
+            raise AssertionError(
+                f"compacted network differs from the masked one by {worst:.2e} (relative)"
+            )
+        dims = run.model_dims
+        info = {
+            "source": str(Path(checkpoint).absolute()),
+            "dataset": run.cfg.dataset,
+            "method": run.cfg.method,
+            "target_rate": run.cfg.target_rate,
+            "fold": net["fold"],
+            "n_nodes": dims["n_nodes"],
+            "n_features": dims["n_features"],
+            "n_classes": dims["n_classes"],
+            "flops_dense": dense_flops(run.cfg.model, **dims),
+            "flops_structured": flops_structured(net["masks"], run.cfg.model, **dims),
+            "flops_compact": compact_flops(auto, dims["n_nodes"]),
+            "max_relative_error": errors["compact_auto"],
+            "layout_batch": batch,
+            "layout_times_s": layout_times,
+            "backend": jax.default_backend(),
+        }
+        target = Path(out) if len(nets) == 1 else Path(out) / f"fold{net['fold']}"
+        save_compact(target, auto, np.asarray(run.adjacency), info)
+        infos.append({**info, "directory": str(target)})
+    return infos
+
+
+def bench_checkpoint(
+    checkpoint: str | os.PathLike,
+    *,
+    data_dir: str | None = None,
+    batch_sizes: Sequence[int] = (1, 64, 1024),
+    fold: int = 0,
+    repeats: int = 20,
+) -> dict[str, Any]:
+    """`gcnprune bench --checkpoint`: every path of one fold (index `fold`) of a saved run."""
+    from gcnprune_jax.runner import load_checkpoint
+
+    run, state, _ = load_checkpoint(checkpoint, data_dir=data_dir)
+    if not 0 <= fold < len(run.cfg.folds):
+        raise ConfigError(f"--fold index {fold} out of range for {len(run.cfg.folds)} folds")
+    net = fold_networks(run, state, [fold])[0]
+    result = bench_network(run, net["latent"], net["masks"], net["x"], batch_sizes, repeats)
+    return {
+        "dataset": run.cfg.dataset,
+        "method": run.cfg.method,
+        "target_rate": run.cfg.target_rate,
+        "fold": net["fold"],
+        "source": str(Path(checkpoint).absolute()),
+        **result,
+    }
+
+
+def bench_untrained(
+    cfg: Any,
+    *,
+    data_dir: str | None = None,
+    batch_sizes: Sequence[int] = (1, 64, 1024),
+    repeats: int = 20,
+) -> dict[str, Any]:
+    """`gcnprune bench --method M --rate R`: a baseline's mask chosen on the initial weights
+    (magnitude, structured or random; the learned methods need a trained --checkpoint).
+    Speed depends only on the pattern's structure, so this measures a method's kind of
+    sparsity without training."""
+    from gcnprune_jax.data import load_dataset
+    from gcnprune_jax.pruning.baselines import BASELINES
+    from gcnprune_jax.runner import Run
+
+    if cfg.method not in ("magnitude", "structured", "random"):
+        raise ConfigError(
+            f"--method {cfg.method}: without --checkpoint, bench takes magnitude, structured "
+            "or random (chosen on the initial weights); pass --checkpoint for a trained run"
+        )
+    ds = load_dataset(cfg.dataset, data_dir, seed=cfg.data_seed)
+    run = Run(cfg, ds)
+    latent = jax.tree.map(lambda a: np.asarray(a[0]), run.initial_state.latent)
+    leaves = {n: np.asarray(w) for n, w in prunable_leaves(latent).items()}
+    masks = BASELINES[cfg.method].select(
+        leaves, cfg.target_rate, key=jax.random.key(cfg.seed), grads=None, options=cfg.pruning
+    )
+    masks = {n: np.asarray(m) > 0.5 for n, m in masks.items()}
+    test_w = np.asarray(run.data.test.w[0]) > 0
+    x = np.asarray(run.data.test.x[0])[test_w]
+    result = bench_network(run, latent, masks, x, batch_sizes, repeats)
+    return {
+        "dataset": cfg.dataset,
+        "method": cfg.method,
+        "target_rate": cfg.target_rate,
+        "fold": cfg.folds[0] + 1,
+        "source": "initial weights",
+        **result,
+    }
+
+
+def markdown_rows(results: Sequence[dict[str, Any]]) -> list[str]:
+    """Markdown table lines: one row per (network, batch, path)."""
+    lines = [
+        "| method | rate | batch | path | latency ms | throughput /s | speedup | FLOP ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for res in results:
+        for row in res["rows"]:
+            ratio = (
+                res["flop_ratio_unstructured"]
+                if row["path"] in ("bcoo", "compact_bcoo")
+                else res["flop_ratio_compact"]
+                if row["path"] != "masked_dense"
+                else 1.0
+            )
+            lines.append(
+                f"| {res['method']} | {res['target_rate']:g} | {row['batch']} | {row['path']} | "
+                f"{1e3 * row['latency_s']:.3f} | {row['throughput_per_s']:.0f} | "
+                f"{row['speedup']:.2f} | {ratio:.2f} |"
+            )
+    return lines

@@ -91,15 +91,20 @@ def test_rank_surrogate_gradient_is_finite_on_degenerate_masks(name, form):
 
 def test_rank_surrogate_values():
     ones = jnp.ones((4, 9))
-    np.testing.assert_allclose(nuclear_norm(ones), 6.0, rtol=1e-5)  # sqrt(4 * 9), rank one
-    assert float(rank_surrogate({"w": ones}, "nuclear")) == pytest.approx(1.0, rel=1e-5)
+    np.testing.assert_allclose(nuclear_norm(ones), 6.0, rtol=2e-2)  # sqrt(4 * 9), rank one
+    assert float(rank_surrogate({"w": ones}, "nuclear")) == pytest.approx(1.0, rel=2e-2)
+    rng = np.random.default_rng(5)
+    for shape in [(4, 9), (36, 8), (300, 40)]:
+        m = (rng.random(shape) > 0.7).astype(np.float32)
+        exact = np.linalg.svd(m, compute_uv=False).sum()
+        assert float(nuclear_norm(jnp.asarray(m))) == pytest.approx(exact, rel=5e-2)
     assert float(rank_surrogate({"w": jnp.zeros((4, 9))}, "nuclear")) == 0.0
     # normalized: 0 for every rank-one pattern (rows, columns, whole), 1 for the identity
     rows = jnp.asarray(np.outer([1, 0, 1, 1], np.ones(9)), jnp.float32)
     cols = jnp.asarray(np.outer(np.ones(4), np.arange(9) % 2), jnp.float32)
     for m in (ones, rows, cols, jnp.zeros((4, 9))):
-        assert float(rank_surrogate({"w": m})) == pytest.approx(0.0, abs=1e-5)
-    assert float(rank_surrogate({"w": jnp.eye(4)})) == pytest.approx(1.0, abs=1e-5)
+        assert float(rank_surrogate({"w": m})) == pytest.approx(0.0, abs=1e-2)
+    assert float(rank_surrogate({"w": jnp.eye(4)})) == pytest.approx(1.0, abs=3e-2)
     # scale invariant, unlike the nuclear norm: halving a mask does not lower it
     m = jnp.asarray(np.random.default_rng(2).random((4, 9)) > 0.5, jnp.float32)
     assert float(rank_surrogate({"w": 0.5 * m})) == pytest.approx(

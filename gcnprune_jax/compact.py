@@ -14,9 +14,10 @@ up to float rounding):
   logits), and block inputs no kept weight reads (the first block gathers its input
   features, the first FC layer gathers its flattened inputs).
 
-Heads keep their own widths: a block's kept conv columns of all heads are one concatenated
-matrix (one matmul), as are its query and key dims; each head's attention then acts on its
-slice. The entry-wise zeros left inside kept rows and columns stay as zeros here; `layouts`
+A block keeps only its kept heads, each padded with zero weights to the widest kept head's
+conv columns and attention dims, so it runs as the same three batched einsums as the
+original module (instead of one small matmul per head).
+The entry-wise zeros left inside kept rows and columns stay as zeros here; `layouts`
 chooses per FC layer between a dense kernel and a BCOO sparse one (`jax.experimental.sparse`).
 """
 
@@ -163,10 +164,9 @@ def compact(
         needed_out = rows
     needed_flat = kept_rows[0]  # (V*H*C,)
 
-    # Blocks, backward from the flattened features.
+    # Blocks, backward from the flattened features: what each block must keep.
     needed_features = needed_flat.reshape(n_nodes, heads * filters).any(axis=0)
-    block_specs: list[BlockSpec] = []
-    block_params: list[dict[str, Any]] = []
+    keep: list[dict[str, np.ndarray]] = [{} for _ in range(n_blocks)]
     for b in range(n_blocks - 1, -1, -1):
         blk = w[f"block{b}"]
         conv = blk["conv"]
@@ -188,56 +188,71 @@ def compact(
             if has_qk:
                 rows |= blk["query"][h][:, dims[h]].any(axis=1)
                 rows |= blk["key"][h][:, dims[h]].any(axis=1)
-        kept_heads = np.flatnonzero(head_kept)
+        keep[b] = {"cols": cols, "dims": dims, "rows": rows, "heads": np.flatnonzero(head_kept)}
+        needed_features = rows  # the previous block's needed output features
+
+    # Forward: build each block with its kept heads, each padded to the widest kept head's
+    # width (zero weights and biases: padded outputs are relu(0) = 0 and nobody reads them),
+    # so a block stays three batched einsums like the original module.
+    block_specs: list[BlockSpec] = []
+    block_params: list[dict[str, Any]] = []
+    # block b > 0: original input feature -> position in the previous block's padded layout
+    in_position, prev_width = np.zeros(0, np.int64), 0
+    for b in range(n_blocks):
+        blk, k = w[f"block{b}"], keep[b]
+        conv = blk["conv"]
+        n_heads, s_in, n_filters = conv.shape
+        kept_heads, cols, dims, rows = k["heads"], k["cols"], k["dims"], k["rows"]
+        row_idx = np.flatnonzero(rows)
+        if b == 0:
+            width_in = row_idx.size
+            positions = np.arange(row_idx.size)
+        else:
+            width_in = prev_width
+            positions = in_position[row_idx]
+        c_max = int(cols[kept_heads].sum(axis=1).max(initial=0))
+        d_max = int(dims[kept_heads].sum(axis=1).max(initial=0)) if has_qk else 0
+        n_kept = kept_heads.size
         p: dict[str, Any] = {
-            "conv": np.concatenate(
-                [conv[h][rows][:, cols[h]] for h in kept_heads] or [np.zeros((rows.sum(), 0))],
-                axis=1,
-            ),
-            "bias": np.concatenate([blk["bias"][h][cols[h]] for h in kept_heads] or [np.zeros(0)]),
+            "conv": np.zeros((n_kept, width_in, c_max)),
+            "bias": np.zeros((n_kept, c_max)),
         }
         if has_qk:
-            p["query"] = np.concatenate(
-                [blk["query"][h][rows][:, dims[h]] for h in kept_heads]
-                or [np.zeros((rows.sum(), 0))],
-                axis=1,
-            )
-            p["key"] = np.concatenate(
-                [blk["key"][h][rows][:, dims[h]] for h in kept_heads]
-                or [np.zeros((rows.sum(), 0))],
-                axis=1,
-            )
+            p["query"] = np.zeros((n_kept, width_in, d_max))
+            p["key"] = np.zeros((n_kept, width_in, d_max))
+        out_position = -np.ones(n_heads * n_filters, np.int64)
+        for j, h in enumerate(kept_heads):
+            c_idx = np.flatnonzero(cols[h])
+            p["conv"][j][np.ix_(positions, np.arange(c_idx.size))] = conv[h][np.ix_(row_idx, c_idx)]
+            p["bias"][j, : c_idx.size] = blk["bias"][h][c_idx]
+            out_position[h * n_filters + c_idx] = j * c_max + np.arange(c_idx.size)
+            if has_qk:
+                d_idx = np.flatnonzero(dims[h])
+                grid = np.ix_(positions, np.arange(d_idx.size))
+                p["query"][j][grid] = blk["query"][h][np.ix_(row_idx, d_idx)]
+                p["key"][j][grid] = blk["key"][h][np.ix_(row_idx, d_idx)]
         if "adjacency_gain" in blk:
             p["adjacency_gain"] = blk["adjacency_gain"][kept_heads]
         block_specs.append(
             BlockSpec(
-                # a later block reads exactly the previous block's kept features
-                in_index=None if b > 0 or rows.all() else tuple(np.flatnonzero(rows).tolist()),
+                in_index=None if b > 0 or rows.all() else tuple(row_idx.tolist()),
                 conv_widths=tuple(int(cols[h].sum()) for h in kept_heads),
                 attention_dims=tuple(int(dims[h].sum()) for h in kept_heads),
                 heads=tuple(int(h) for h in kept_heads),
             )
         )
         block_params.append(p)
-        # The previous block's output features = this block's input features.
-        needed_features = rows
-        if b == n_blocks - 1:
-            last_cols = cols
-    block_specs.reverse()
-    block_params.reverse()
+        in_position, prev_width = out_position, n_kept * c_max
 
-    # The flattened compact features are (v, kept (h, c) in head order); map the needed
-    # original flat indices (v, h, c) to their positions there.
-    position = -np.ones(heads * filters, np.int64)
-    position[np.flatnonzero(last_cols.reshape(-1))] = np.arange(int(last_cols.sum()))
-    width = int(last_cols.sum())
+    # The flattened compact features are (v, padded (h', c')); map the needed original flat
+    # indices (v, h, c) to their positions there.
     v_idx, f_idx = np.divmod(np.flatnonzero(needed_flat), heads * filters)
-    if np.any(position[f_idx] < 0):
+    if np.any(in_position[f_idx] < 0):
         raise AssertionError("a needed flattened feature has no kept conv column")
-    fc_in = v_idx * width + position[f_idx]
+    fc_in = v_idx * prev_width + in_position[f_idx]
     fc_in_index = (
         None
-        if (fc_in.size == n_nodes * width and np.all(fc_in == np.arange(fc_in.size)))
+        if (fc_in.size == n_nodes * prev_width and np.all(fc_in == np.arange(fc_in.size)))
         else tuple(fc_in.tolist())
     )
 
@@ -281,50 +296,37 @@ def with_layouts(net: CompactGCN, layouts: tuple[str, ...]) -> CompactGCN:
     return CompactGCN(dataclasses.replace(net.spec, layouts=tuple(layouts)), params)
 
 
-def _attention(
-    x: jax.Array, p: Mapping[str, Any], spec: CompactSpec, blk: BlockSpec, adjacency: jax.Array
-) -> list[jax.Array]:
-    """Per kept head: (B, V, V) attention, as `models.gcn.AttentionGraphConv` computes it."""
-    batch = x.shape[0]
-    if spec.attention == "adjacency":
-        return [jnp.broadcast_to(adjacency, (batch, *adjacency.shape))] * len(blk.heads)
-    q = x @ p["query"]
-    k = x @ p["key"]
-    out, start = [], 0
-    for h, dims in enumerate(blk.attention_dims):
-        qh, kh = q[..., start : start + dims], k[..., start : start + dims]
-        start += dims
-        logits = jnp.einsum("bvd,bwd->bvw", qh, kh) / math.sqrt(spec.attention_dim)
-        if spec.attention == "softmax+adjacency":
-            logits = logits + p["adjacency_gain"][h] * adjacency
-        if spec.attention == "neighbours":
-            attn = jax.nn.softmax(logits, axis=-1, where=adjacency > 0)
-        else:
-            attn = jax.nn.softmax(logits, axis=-1)
-            if spec.attention == "mean":
-                attn = 0.5 * (attn + adjacency)
-        out.append(attn)
-    return out
-
-
 def apply_compact(
     spec: CompactSpec, params: Mapping[str, Any], x: jax.Array, adjacency: jax.Array
 ) -> jax.Array:
     """Logits of the compacted network: x (B, V, F) -> (B, n_classes). Pure; jit it with
-    `spec` static (`jax.jit(apply_compact, static_argnums=0)`)."""
+    `spec` static (`jax.jit(apply_compact, static_argnums=0)`). Each block computes as
+    `models.gcn.AttentionGraphConv` does, over its kept heads (H', padded widths)."""
     adjacency = jnp.asarray(adjacency, jnp.float32)
     for b, blk in enumerate(spec.blocks):
         p = params[f"block{b}"]
         if blk.in_index is not None:
             x = x[..., jnp.asarray(blk.in_index, jnp.int32)]
-        attn = _attention(x, p, spec, blk, adjacency)
-        xw = x @ p["conv"]  # (B, V, ΣC')
-        parts, start = [], 0
-        for h, width in enumerate(blk.conv_widths):
-            parts.append(jnp.einsum("bvw,bwc->bvc", attn[h], xw[..., start : start + width]))
-            start += width
-        y = jnp.concatenate(parts, axis=-1) if parts else xw
-        x = jax.nn.relu(y + p["bias"])
+        n_heads = len(blk.heads)
+        if spec.attention == "adjacency":
+            attn = jnp.broadcast_to(adjacency, (x.shape[0], n_heads, *adjacency.shape))
+        else:
+            q = jnp.einsum("bvs,hsd->bhvd", x, p["query"])
+            k = jnp.einsum("bvs,hsd->bhvd", x, p["key"])
+            logits = jnp.einsum("bhvd,bhwd->bhvw", q, k) / math.sqrt(spec.attention_dim)
+            if spec.attention == "softmax+adjacency":
+                logits = logits + p["adjacency_gain"][None, :, None, None] * adjacency
+            if spec.attention == "neighbours":
+                attn = jax.nn.softmax(logits, axis=-1, where=adjacency > 0)
+            else:
+                attn = jax.nn.softmax(logits, axis=-1)
+                if spec.attention == "mean":
+                    attn = 0.5 * (attn + adjacency)
+        xw = jnp.einsum("bvs,hsc->bhvc", x, p["conv"])
+        y = jnp.einsum("bhvw,bhwc->bhvc", attn, xw) + p["bias"][None, :, None, :]
+        y = jax.nn.relu(y)
+        batch, h, v, c = y.shape
+        x = y.transpose(0, 2, 1, 3).reshape(batch, v, h * c)
     x = x.reshape(x.shape[0], -1)
     if spec.fc_in_index is not None:
         x = x[:, jnp.asarray(spec.fc_in_index, jnp.int32)]
@@ -343,11 +345,11 @@ def compact_flops(net: CompactGCN, n_nodes: int) -> int:
     v, total = n_nodes, 0
     for b in range(len(net.spec.blocks)):
         p = net.params[f"block{b}"]
-        s_in, width = np.shape(p["conv"])
-        total += 2 * v * s_in * width + 2 * v * v * width
+        heads, s_in, width = np.shape(p["conv"])
+        total += heads * (2 * v * s_in * width + 2 * v * v * width)
         if "query" in p:
-            dims = np.shape(p["query"])[1]
-            total += 2 * 2 * v * s_in * dims + 2 * v * v * dims
+            dims = np.shape(p["query"])[2]
+            total += heads * (2 * 2 * v * s_in * dims + 2 * v * v * dims)
     for name, p in net.params.items():
         if not name.startswith("block"):
             rows, cols = np.shape(_dense(p["kernel"]))

@@ -99,7 +99,7 @@ def test_compaction_removes_pruned_heads_columns_and_dead_units():
     masks["fc0/kernel"][:, 0] = False  # unit 0 of fc0 constant: folded into fc1's bias
     net = compact(params, masks, cfg, adjacency=_adjacency(V))
     assert net.spec.blocks[0].heads == (0, 2)
-    assert net.params["block0"]["conv"].shape == (F, 8)
+    assert net.params["block0"]["conv"].shape == (2, F, 4)
     assert net.params["fc0"]["kernel"].shape == (V * 8, 6)
     assert net.params["fc1"]["kernel"].shape == (6, 4)
     assert net.params["classifier"]["kernel"].shape == (4, K)

@@ -1,0 +1,143 @@
+"""Dense against sparse inference of pruned networks, side by side (SPEC §8, issue 7).
+
+For every trained run found under --runs (the output tree of experiments/pruning_table.py:
+<runs>/<dataset>/<method>_r<rate>_s<seed>/), times the five paths of `gcnprune_jax.bench`
+(masked dense, compacted dense, BCOO, compacted + BCOO, compacted with per-layer fastest
+layouts) at each batch size on the current backend, fold 1 of each run, and reports the
+measured speedup over the masked dense network next to the FLOP ratio (dense FLOPs / the
+path's FLOPs). Runs unchanged on CPU, GPU and TPU: JAX picks the backend.
+
+    GCNPRUNE_DATA_DIR=../shared/data python benchmarks/inference.py --dataset sbu \
+        --runs /path/to/runs/table --out benchmarks/results/inference_sbu_cpu
+
+Writes <out>.json, <out>.md and <out>.png (speedup against rate; needs matplotlib, skipped
+with a note otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import jax
+
+from gcnprune_jax.bench import bench_checkpoint, markdown_rows
+
+METHODS = ("magnitude", "structured", "ctf", "ssp", "tcmp")
+RATES = (0.5, 0.9, 0.95, 0.98, 0.99)
+
+
+def plot(results: list[dict], out: Path, batch: int) -> str:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "(matplotlib not installed: no plot)"
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in sorted({r["method"] for r in results}):
+        rows = sorted((r for r in results if r["method"] == method), key=lambda r: r["target_rate"])
+        rates = [r["target_rate"] for r in rows]
+        speed = [
+            next(
+                x["speedup"]
+                for x in r["rows"]
+                if x["path"] == "compact_auto" and x["batch"] == batch
+            )
+            for r in rows
+        ]
+        (line,) = ax.plot(rates, speed, marker="o", label=f"{method} measured")
+        ax.plot(
+            rates,
+            [r["flop_ratio_compact"] for r in rows],
+            linestyle="--",
+            color=line.get_color(),
+            label=f"{method} FLOP ratio",
+        )
+    ax.set_xlabel("pruning rate")
+    ax.set_ylabel(f"speedup over masked dense (batch {batch})")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    ax.set_title(f"compacted network, {jax.default_backend()}")
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=120)
+    return f"plot: {out.with_suffix('.png').name}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default="sbu")
+    parser.add_argument("--runs", default="runs/table", help="experiments/pruning_table.py --out")
+    parser.add_argument(
+        "--tag", default="", help="subfolder suffix, e.g. _features.augment_copies-4"
+    )
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--rates", default=",".join(map(str, RATES)))
+    parser.add_argument("--batch-sizes", default="1,64,1024")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="benchmarks/results/inference")
+    args = parser.parse_args()
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    root = Path(args.runs) / f"{args.dataset}{args.tag}"
+    results, missing = [], []
+    started = time.perf_counter()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for method in args.methods.split(","):
+        for rate in (float(r) for r in args.rates.split(",")):
+            run_dir = root / f"{method}_r{rate:g}_s{args.seed}"
+            if not (run_dir / "result.json").is_file():
+                missing.append(run_dir.name)
+                continue
+            res = bench_checkpoint(run_dir, batch_sizes=batch_sizes, repeats=args.repeats)
+            results.append(res)
+            big = max(batch_sizes)
+            auto = next(r for r in res["rows"] if r["path"] == "compact_auto" and r["batch"] == big)
+            print(
+                f"{method:>10} r={rate:<5g} compact_auto speedup {auto['speedup']:.2f} at batch "
+                f"{big} (FLOP ratio {res['flop_ratio_compact']:.2f}), layouts {res['layouts']}",
+                flush=True,
+            )
+            write(out, args, results, missing, time.perf_counter() - started, batch_sizes)
+    note = plot(results, out, max(batch_sizes)) if results else "no runs found"
+    write(out, args, results, missing, time.perf_counter() - started, batch_sizes, note)
+    print(f"wrote {out}.md / .json; {note}")
+
+
+def write(out, args, results, missing, seconds, batch_sizes, note="") -> None:
+    device = jax.devices()[0]
+    lines = [
+        f"# Inference: masked dense against compacted and sparse ({args.dataset}, "
+        f"{jax.default_backend()})",
+        "",
+        f"Device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
+        f"{platform.processor() or platform.machine()}; fold 1 of each run; median of "
+        f"{args.repeats} timing samples per cell, all paths timed in one process. Command:",
+        "",
+        "```",
+        f"GCNPRUNE_DATA_DIR=../shared/data python benchmarks/inference.py --dataset "
+        f"{args.dataset} --runs {args.runs} --batch-sizes {','.join(map(str, batch_sizes))}"
+        + (f" --tag {args.tag}" if args.tag else ""),
+        "```",
+        "",
+        "`speedup` = time(masked_dense) / time(path) at the same batch; `FLOP ratio` = dense "
+        "FLOPs / the path's FLOPs (unstructured count for the BCOO paths, the compacted "
+        "network's for the compacted ones).",
+        "",
+        *markdown_rows(results),
+        "",
+    ]
+    if missing:
+        lines.append(f"No run found (not benchmarked): {', '.join(missing)}.")
+    lines.append(f"Total {seconds:.0f} s. {note}")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -49,13 +49,16 @@ def test_gate_softmax_turns_one_hot_as_its_temperature_anneals():
     assert np.abs(np.asarray(psi0) - np.asarray(expected)).max() > 1e-2
 
 
-def test_single_channel_tensors_cannot_choose_channel():
+def test_ruled_out_granularities_are_never_chosen():
     gates = {
         "fc/kernel": np.asarray([[0.0, 0.0, 0.0, 5.0]]),
         "b/conv": np.asarray([[0, 0, 0, 5.0]] * 2),
     }
     kinds = chosen_kinds(gates)
     assert kinds["fc/kernel"] != ["channel"] and kinds["b/conv"] == ["channel", "channel"]
+    logits = np.asarray([[0.0, 0.0, 5.0, 4.0]])  # column, then channel preferred
+    assert chosen_kinds({"classifier/kernel": logits}) == {"classifier/kernel": ["entry"]}
+    assert chosen_kinds({"fc0/kernel": logits}) == {"fc0/kernel": ["column"]}
 
 
 def test_candidates_are_tied_within_their_groups():

@@ -7,7 +7,8 @@ On one latent tensor Ŵ (G, I, O):
 2. gating: each channel g owns trainable logits γ_g ∈ R⁴, π_g = softmax(γ_g / τ_gate), and
    the gated magnitude is z = Σ_k π_{g,k} z_k. τ_gate anneals geometrically, so π_g becomes
    one-hot: each channel ends up pruned at one granularity. A single-channel tensor (FC
-   kernel, classifier) has no "channel" option: it would remove the whole layer;
+   kernel) has no "channel" option (it would remove the whole layer) and the classifier no
+   "column" option (its columns are the class logits);
 3. band-stop: ψ = b_{a_ℓ, κ_t a_ℓ}(z), W = Ŵ ⊙ ψ.
 Loss: CE + L_budget + β · L_rank, L_rank = Σ_ℓ Σ_g ‖ψ_ℓ[g]‖_* / Σ_ℓ Σ_g √(I_ℓ O_ℓ): the
 nuclear norms of the channels' mask matrices (the convex surrogate of their rank), divided by
@@ -77,12 +78,16 @@ def gate_probabilities(logits: ArrayLike, temperature: ArrayLike) -> jax.Array:
     return jax.nn.softmax(jnp.asarray(logits) / temperature, axis=-1)
 
 
-def _kind_bias(n_channels: int) -> jax.Array:
-    """Additive logit bias (4,): −inf on "channel" for a single-channel tensor (a plain
-    kernel such as an FC layer or the classifier), where pruning the channel would remove
-    the whole layer and disconnect the network; 0 otherwise."""
-    blocked = n_channels == 1
-    return jnp.asarray([0.0, 0.0, 0.0, -jnp.inf if blocked else 0.0], jnp.float32)
+def _kind_bias(n_channels: int, name: str = "") -> jax.Array:
+    """Additive logit bias (4,) that rules granularities out: −inf on "channel" for a
+    single-channel tensor (a plain kernel such as an FC layer), where pruning the channel
+    would remove the whole layer and disconnect the network; and on "column" for the
+    classifier, whose columns are the class logits (pruning one makes its class
+    unpredictable). 0 otherwise."""
+    blocked = {"channel"} if n_channels == 1 else set()
+    if name.endswith("classifier/kernel"):
+        blocked |= {"column", "channel"}
+    return jnp.asarray([-jnp.inf if k in blocked else 0.0 for k in KINDS], jnp.float32)
 
 
 def gated_magnitude(latent_gio: jax.Array, probabilities: jax.Array) -> jax.Array:
@@ -247,7 +252,7 @@ def ssp(
         masks = {}
         for name, w in prunable_leaves(latent).items():
             w_gio = as_gio(w if weights_grad else jax.lax.stop_gradient(w))
-            logits = gate_scale * gates[name] + _kind_bias(w_gio.shape[0])
+            logits = gate_scale * gates[name] + _kind_bias(w_gio.shape[0], name)
             pi = gate_probabilities(
                 logits if gates_grad else jax.lax.stop_gradient(logits), tau_gate
             )
@@ -285,10 +290,10 @@ def ssp(
 def chosen_kinds(gates: Mapping[str, ArrayLike]) -> dict[str, list[str]]:
     """{path: [granularity per channel]}: argmax of each channel's gate logits, i.e. the
     one-hot limit of π_g as τ_gate → 0 (ties go to the finer granularity, KINDS order).
-    A single-channel tensor never gets "channel" (see `_kind_bias`)."""
+    Ruled-out granularities are never chosen (see `_kind_bias`)."""
     out = {}
     for name, g in gates.items():
-        g = np.asarray(g, np.float64) + np.asarray(_kind_bias(np.shape(g)[0]), np.float64)
+        g = np.asarray(g, np.float64) + np.asarray(_kind_bias(np.shape(g)[0], name), np.float64)
         out[name] = [KINDS[k] for k in np.argmax(g, axis=-1).tolist()]
     return out
 

@@ -62,8 +62,8 @@ def relative_error(a: jax.Array, b: jax.Array) -> float:
 
 def build_paths(run: Any, latent: dict, masks: dict, x: np.ndarray, batch: int = 64):
     """{path: (fn, params)} for the five paths of one network, the compacted network with
-    chosen layouts, the layout timings, and the compaction's max relative output error on x
-    (all paths checked against the masked network)."""
+    the layouts measured fastest at `batch`, the layout timings, and each path's max
+    relative output error on x against the masked network."""
     cfg, adjacency = run.cfg, np.asarray(run.adjacency)
     effective = apply_masks(latent, {n: jnp.asarray(m, jnp.float32) for n, m in masks.items()})
     n_layers = len(cfg.model.fc) + 1
@@ -113,10 +113,18 @@ def bench_network(
         "compact": compact_flops(auto, dims["n_nodes"]),
     }
     rows = []
+    chosen = {}
     for batch in batch_sizes:
         reps = int(np.ceil(batch / len(x)))
         xb = jnp.asarray(np.concatenate([x] * reps)[:batch], jnp.float32)
-        times = {name: time_call(fn, p, xb, repeats=repeats) for name, (fn, p) in paths.items()}
+        # compact_auto: the layouts measured fastest at this batch size
+        layouts, _ = choose_layouts(auto, dims["n_nodes"], cfg.features.n_features, batch=batch)
+        chosen[batch] = list(layouts)
+        fn = paths["compact_dense"][0]
+        batch_paths = {**paths, "compact_auto": (fn, with_layouts(auto, layouts).params)}
+        times = {
+            name: time_call(fn, p, xb, repeats=repeats) for name, (fn, p) in batch_paths.items()
+        }
         for name in PATHS:
             rows.append(
                 {
@@ -135,7 +143,7 @@ def bench_network(
         "flop_ratio_structured": dense / max(flops["structured"], 1),
         "flop_ratio_compact": dense / max(flops["compact"], 1),
         "flop_ratio_unstructured": dense / max(flops["unstructured"], 1),
-        "layouts": list(auto.spec.layouts),
+        "layouts": {str(b): lay for b, lay in chosen.items()},
         "layout_times_s": layout_times,
         "max_relative_error": errors,
         "rows": rows,

@@ -26,13 +26,12 @@ from gcnprune_jax.pruning.shared import (
     GRANULARITIES,
     as_gio,
     band_stop,
-    budget_loss,
     check_budget_options,
     from_gio,
     group_rms,
     held_anneal,
     init_threshold,
-    ramp_rate,
+    ramped_budget_loss,
 )
 
 
@@ -93,9 +92,7 @@ def ctf(
 
     def penalty(latent: Params, aux: object, ctx: MaskContext, masks: Masks) -> jax.Array:
         del latent, aux
-        n_total = sum(m.size for m in masks.values())
-        rate = ramp_rate(ctx.target_rate, ctx.step, ctx.total_steps, warmup)
-        return budget_loss(masks, rate, n_total, lam)
+        return ramped_budget_loss(masks, ctx.target_rate, ctx.step, ctx.total_steps, warmup, lam)
 
     return PruningMethod("ctf", init, mask, penalty)
 

@@ -176,6 +176,21 @@ def budget_loss(
     return lam * jnp.square((total - target_kept) / n_total)
 
 
+def ramped_budget_loss(
+    soft_masks: Mapping[str, jax.Array],
+    target_rate: ArrayLike,
+    step: ArrayLike,
+    total_steps: ArrayLike,
+    warmup: float,
+    lam: float,
+) -> jax.Array:
+    """`budget_loss` of {path: ψ_ℓ} against the target ramped in by `ramp_rate` (the budget
+    term CTF, SSP and TCMP share), with N counted from the masks."""
+    n_total = sum(m.size for m in soft_masks.values())
+    rate = ramp_rate(target_rate, step, total_steps, warmup)
+    return budget_loss(soft_masks, rate, n_total, lam)
+
+
 def keep_count(n_total: int, target_rate: float) -> int:
     """Target kept count c of SPEC §0: (1 − r) N rounded half up, as a Python int.
 

@@ -46,14 +46,13 @@ from gcnprune_jax.pruning.shared import (
     ExportResult,
     as_gio,
     band_stop,
-    budget_loss,
     check_budget_options,
     from_gio,
     group_rms,
     held_anneal,
     init_threshold,
     keep_count,
-    ramp_rate,
+    ramped_budget_loss,
 )
 
 # Gate index k of each granularity: γ_g[k] is the logit of KINDS[k].
@@ -265,11 +264,11 @@ def ssp(
         return masks_with(latent, aux, ctx, True, True)
 
     def penalty(latent: Params, aux: Any, ctx: MaskContext, masks: Masks) -> jax.Array:
-        n_total = sum(m.size for m in masks.values())
-        rate = ramp_rate(ctx.target_rate, ctx.step, ctx.total_steps, warmup)
         # Same values as `masks`; only which parameters each term's gradient reaches differs.
         budget_masks = masks if budget_on_gates else masks_with(latent, aux, ctx, False, True)
-        loss = budget_loss(budget_masks, rate, n_total, lam)
+        loss = ramped_budget_loss(
+            budget_masks, ctx.target_rate, ctx.step, ctx.total_steps, warmup, lam
+        )
         if beta > 0:
             rank_masks = masks if rank_on_weights else masks_with(latent, aux, ctx, True, False)
             loss = loss + beta * rank_surrogate(rank_masks, rank_form)

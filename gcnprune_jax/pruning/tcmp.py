@@ -31,12 +31,11 @@ from gcnprune_jax.pruning.api import (
 from gcnprune_jax.pruning.shared import (
     ExportResult,
     band_stop,
-    budget_loss,
     check_budget_options,
     held_anneal,
     init_threshold,
     keep_count,
-    ramp_rate,
+    ramped_budget_loss,
 )
 from gcnprune_jax.topology import (
     check_gcn_masks,
@@ -102,9 +101,8 @@ def tcmp(
 
     def penalty(latent: Params, aux: object, ctx: MaskContext, masks: Masks) -> jax.Array:
         del latent, aux
-        n_total = sum(m.size for m in masks.values())
-        rate = ramp_rate(ctx.target_rate, ctx.step, ctx.total_steps, warmup)
-        return budget_loss(masks, rate, n_total, lam)  # Σ M̃: consistent connections only
+        # Σ M̃: consistent connections only
+        return ramped_budget_loss(masks, ctx.target_rate, ctx.step, ctx.total_steps, warmup, lam)
 
     def export(
         soft_masks: Mapping[str, ArrayLike], latents: Mapping[str, ArrayLike], target_rate: float

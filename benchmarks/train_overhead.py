@@ -43,7 +43,7 @@ def main() -> None:
     runs = {}
     for method in args.methods.split(","):
         rate = 0.0 if method == "dense" else args.rate
-        cfg = default_config(args.dataset).replace(method=method, target_rate=rate)
+        cfg = default_config(args.dataset, method).replace(method=method, target_rate=rate)
         runs[method] = Run(cfg, ds)
         state, _ = runs[method].trainer.train_chunk(
             runs[method].initial_state, runs[method].data, args.epochs

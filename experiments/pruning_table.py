@@ -95,7 +95,9 @@ def main() -> None:
     started = time.perf_counter()
     for method in args.methods.split(","):
         for rate in [0.0] if method == "dense" else rates:
-            cfg = base.replace(method=method, target_rate=rate)
+            cfg = with_overrides(
+                default_config(args.dataset, method).replace(seed=args.seed), args.set
+            ).replace(method=method, target_rate=rate)
             out = Path(args.out) / f"{args.dataset}{tag}" / f"{method}_r{rate:g}_s{args.seed}"
             result = run_or_reuse(cfg, out)
             rows.append(result)

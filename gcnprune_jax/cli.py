@@ -264,7 +264,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 def _describe_defaults(parser: argparse.ArgumentParser) -> None:
     """Append each hyper-parameter's default (per dataset where they differ) to its help."""
-    from gcnprune_jax.config import DATASETS, default_config
+    from gcnprune_jax.config import DATASETS, METHODS, default_config, method_defaults
 
     configs = {d: default_config(d) for d in DATASETS}
     for action in parser._actions:
@@ -281,6 +281,12 @@ def _describe_defaults(parser: argparse.ArgumentParser) -> None:
                 text = f"default: {shown['synthetic']}"
             else:
                 text = "default: " + ", ".join(f"{d} {v}" for d, v in shown.items())
+            if section == "pruning":
+                text += "".join(
+                    f"; {m} {method_defaults(m)[action.dest]}"
+                    for m in METHODS
+                    if action.dest in method_defaults(m)
+                )
             action.help = f"{action.help}; {text}" if action.help else text
 
 
@@ -288,7 +294,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
     """The RunConfig of the parsed options over the dataset's defaults."""
     from gcnprune_jax.config import default_config
 
-    cfg = default_config(args.dataset)
+    method = getattr(args, "method", None) or "dense"
+    cfg = default_config(args.dataset, method)
     sections: dict[str, dict[str, Any]] = {"features": {}, "model": {}, "train": {}, "pruning": {}}
     for section in sections:
         names = {fld.name for fld in dataclasses.fields(getattr(cfg, section))}
@@ -296,7 +303,6 @@ def config_from_args(args: argparse.Namespace) -> Any:
             value = getattr(args, name, None)
             if value is not None:
                 sections[section][name] = value
-    method = getattr(args, "method", None) or "dense"
     return cfg.replace(
         fold=args.fold,
         seed=args.seed,

@@ -201,7 +201,7 @@ def test_budget_gradient_through_the_supervisory_networks_is_finite():
 
 def test_budget_counts_only_consistent_connections():
     """A kept conv column whose unit feeds nothing is not counted by the budget."""
-    method = tcmp(CFG, V, tau_h=0.05, warmup=0.0)
+    method = tcmp(CFG, V, tau_h=0.05, warmup=0.0, lam=1e4)  # budget_loss default λ
     params = params_of()
     signs = jax.tree.map(lambda p: jnp.where(p >= 0, 1.0, -1.0), params)  # |Ŵ| = 1: all kept
     aux = method.init(signs, jax.random.PRNGKey(0))  # a_ℓ = 0.5
@@ -346,3 +346,22 @@ def test_export_input_errors():
     with pytest.raises(ValueError, match="finite"):
         bad = {k: np.full(np.shape(v), np.nan) for k, v in soft.items()}
         consistent_export(bad, soft, 0.5, cfg=CFG, n_nodes=V)
+
+
+def test_tcmp_defaults_come_from_the_method_and_options_override_them():
+    from gcnprune_jax.cli import build_parser, config_from_args
+    from gcnprune_jax.config import default_config, method_defaults
+
+    assert method_defaults("tcmp") == {"kappa_start": 0.5, "budget_lambda": 3e3}
+    assert method_defaults("ctf") == {}
+    assert default_config("sbu", "tcmp").pruning.kappa_start == 0.5
+    assert default_config("sbu", "ctf").pruning.kappa_start == 0.2
+    parse = build_parser().parse_args
+    cfg = config_from_args(parse(["prune", "--method", "tcmp", "--rate", "0.9"]))
+    assert (cfg.pruning.kappa_start, cfg.pruning.budget_lambda) == (0.5, 3e3)
+    cfg = config_from_args(
+        parse(["prune", "--method", "tcmp", "--rate", "0.9", "--kappa-start", "0.3"])
+    )
+    assert (cfg.pruning.kappa_start, cfg.pruning.budget_lambda) == (0.3, 3e3)
+    cfg = config_from_args(parse(["prune", "--method", "ctf", "--rate", "0.9"]))
+    assert (cfg.pruning.kappa_start, cfg.pruning.budget_lambda) == (0.2, 1e3)

@@ -33,6 +33,8 @@ import csv
 import importlib.util
 import json
 import math
+import os
+import platform
 import subprocess
 import time
 from collections.abc import Iterator
@@ -143,6 +145,15 @@ def git_commit() -> str:
         return "unknown"
 
 
+def machine() -> dict[str, Any]:
+    """Where a run ran: digests are bit-reproducible only on the same CPU and XLA threading."""
+    return {
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus, "
+        f"{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'} usable",
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+
+
 def run_cell(
     conf: dict[str, Any], ledger: Ledger, root: Path, method: str, rate: float, seed: int
 ) -> float:
@@ -156,7 +167,7 @@ def run_cell(
         t0 = time.perf_counter()
         result = run_or_reuse(cfg, out)
         spent = time.perf_counter() - t0
-        trained = ledger.add(result, source=f"run at {git_commit()}")
+        trained = ledger.add(result, source=f"run at {git_commit()}", **machine())
         print(
             f"{method:>10} r={rate:<5g} seed {seed}: {100 * result['accuracy']:.2f}%  "
             f"soft {result['soft_rate']:.4f}  dangling {result['dangling_connections']}  "

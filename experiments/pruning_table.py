@@ -9,7 +9,8 @@ must hold exactly this config); interrupted ones resume from their checkpoint.
     GCNPRUNE_DATA_DIR=../shared/data python experiments/pruning_table.py --dataset fpha \\
         --set features.augment_copies=4
 
-Writes experiments/results/<dataset>.md (and <dataset>.csv).
+Writes experiments/results/<dataset>_seed<seed>.md (and .csv); experiments/compare.py makes
+the multi-seed tables <dataset>.md.
 """
 
 from __future__ import annotations
@@ -84,10 +85,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], help="section.field=value")
     parser.add_argument("--out", default="runs/table")
-    parser.add_argument("--table", help="default: experiments/results/<dataset>.md")
+    parser.add_argument("--table", help="default: experiments/results/<dataset>_seed<seed>.md")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
-    table = Path(args.table or f"experiments/results/{args.dataset}.md")
+    table = Path(args.table or f"experiments/results/{args.dataset}_seed{args.seed}.md")
     base = with_overrides(default_config(args.dataset).replace(seed=args.seed), args.set)
     tag = "".join(f"_{s.replace('=', '-').replace(',', '-')}" for s in args.set)
 

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pruning_table import CSV_KEYS as TABLE_CSV_KEYS
 from pruning_table import run_or_reuse, same_run, with_overrides
 
 from gcnprune_jax.config import RunConfig, default_config
@@ -50,21 +51,7 @@ from gcnprune_jax.runner import evaluate_checkpoint
 RESULTS = Path(__file__).parent / "results"
 # Bulky per-run fields left out of the ledger (they stay in each run's result.json).
 _NOT_LEDGERED = ("history", "granularity", "fold_granularity", "granularity_overridden")
-CSV_KEYS = (
-    "method",
-    "target_rate",
-    "seed",
-    "accuracy",
-    "realized_rate",
-    "soft_rate",
-    "flops_dense",
-    "flops_unstructured",
-    "flops_structured",
-    "dangling_connections",
-    "wall_time_s",
-    "params_digest",
-    "source",
-)
+CSV_KEYS = (*TABLE_CSV_KEYS[:2], "seed", *TABLE_CSV_KEYS[2:], "source")
 
 
 def load_config(path: str) -> dict[str, Any]:

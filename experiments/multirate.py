@@ -66,6 +66,7 @@ def main() -> None:
             magnitude[rate] = json.loads(result_file.read_text())
     pmp: dict[float, dict] = {}
     write_table(table, args, base, mrmp, served, pmp, magnitude, started)
+
     def finished(rate: float) -> bool:
         return (root / f"pmp_r{rate:g}_s{args.seed}" / "result.json").exists()
 

@@ -28,6 +28,20 @@ from gcnprune_jax.runner import run_training
 
 METHODS = ("dense", "magnitude", "structured", "ctf", "ssp")
 RATES = (0.5, 0.9, 0.95, 0.98, 0.99)
+# One CSV row per run (experiments/compare.py adds the seed and where each came from).
+CSV_KEYS = (
+    "method",
+    "target_rate",
+    "accuracy",
+    "realized_rate",
+    "soft_rate",
+    "flops_dense",
+    "flops_unstructured",
+    "flops_structured",
+    "dangling_connections",
+    "wall_time_s",
+    "params_digest",
+)
 
 
 def with_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
@@ -161,22 +175,9 @@ def write_table(
     table.write_text("\n".join(lines) + "\n")
     with table.with_suffix(".csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        keys = [
-            "method",
-            "target_rate",
-            "accuracy",
-            "realized_rate",
-            "soft_rate",
-            "flops_dense",
-            "flops_unstructured",
-            "flops_structured",
-            "dangling_connections",
-            "wall_time_s",
-            "params_digest",
-        ]
-        writer.writerow(keys)
+        writer.writerow(CSV_KEYS)
         for r in rows:
-            writer.writerow([r[k] for k in keys])
+            writer.writerow([r[k] for k in CSV_KEYS])
 
 
 if __name__ == "__main__":

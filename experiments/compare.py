@@ -412,11 +412,16 @@ def figures(
                 )
                 lat = [x["latency_s"] for x in b["rows"] if x["path"] == "compact_auto"]
                 if rs and lat:
-                    points.append((1e3 * max(lat), 100 * np.mean([r["accuracy"] for r in rs])))
+                    acc = 100 * np.mean([r["accuracy"] for r in rs])
+                    points.append((1e3 * max(lat), acc, b["target_rate"]))
             if points:
-                points.sort()
-                ax.plot(*zip(*points, strict=True), marker="o", label=method)
-        ax.set_xlabel("latency at the largest batch, compact_auto path (ms)")
+                xs, ys, _ = zip(*points, strict=True)
+                ax.scatter(xs, ys, label=method)
+                for x, y, rate in points:
+                    ax.annotate(
+                        f"{rate:g}", (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points"
+                    )
+        ax.set_xlabel("latency at the largest batch, compact_auto path (ms); labels: rate")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(f"{name.upper()}: accuracy against measured latency ({Path(latency).name})")
         ax.legend(fontsize=8)
@@ -464,8 +469,11 @@ def mask_pictures(
             for t, tensor in enumerate(tensors):
                 ax = axes[i][j * len(tensors) + t]
                 ax.set_xticks([]), ax.set_yticks([])
+                if j == 0 and t == 0:
+                    ax.set_ylabel(method, fontsize=9)
                 masks = found.get((method, rate))
                 if masks is None:
+                    ax.set_title(f"{tensor} r={rate:g}", fontsize=7)
                     ax.text(0.5, 0.5, "not run", ha="center", va="center", fontsize=7)
                     continue
                 kept = masks[tensor]
@@ -478,8 +486,6 @@ def mask_pictures(
                     aspect="auto",
                 )
                 ax.set_title(f"{tensor} r={rate:g}\nkept {kept.mean():.1%}", fontsize=7)
-                if j == 0 and t == 0:
-                    ax.set_ylabel(method, fontsize=9)
     fig.suptitle(
         f"{conf['name'].upper()} seed {seed}, fold 1: kept entries (black) of the attention "
         "and convolution tensors, one diagonal block per channel (head)",

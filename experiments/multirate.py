@@ -55,10 +55,7 @@ def main() -> None:
     )
     mrmp_dir = root / f"mrmp_s{args.seed}"
     mrmp = run_or_reuse(mrmp_cfg, mrmp_dir)
-    served = {}
-    for rate in sorted(TRAIN_RATES + UNSEEN):
-        served[rate] = evaluate_checkpoint(mrmp_dir, rate=rate)
-        print(f"mrmp served at r={rate:g}: acc {100 * served[rate]['accuracy']:.2f}%", flush=True)
+    served = {rate: serve(mrmp_dir, rate) for rate in sorted(TRAIN_RATES + UNSEEN)}
     magnitude = {}
     for rate in sorted(TRAIN_RATES + UNSEEN):
         result_file = root / f"magnitude_r{rate:g}_s{args.seed}" / "result.json"
@@ -76,6 +73,19 @@ def main() -> None:
         print(f"pmp r={rate:g} acc {100 * pmp[rate]['accuracy']:.2f}%", flush=True)
         write_table(table, args, base, mrmp, served, pmp, magnitude, started)
     print(f"wrote {table}")
+
+
+def serve(mrmp_dir: Path, rate: float) -> dict:
+    """The MRMP run exported and evaluated at `rate` (`gcnprune eval --rate`), kept in
+    <run>/served_r<rate>.json so that a later invocation (or a parallel one) reuses it."""
+    cached = mrmp_dir / f"served_r{rate:g}.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
+    result = evaluate_checkpoint(mrmp_dir, rate=rate)
+    result.pop("history", None)
+    cached.write_text(json.dumps(result) + "\n")
+    print(f"mrmp served at r={rate:g}: acc {100 * result['accuracy']:.2f}%", flush=True)
+    return result
 
 
 def write_table(

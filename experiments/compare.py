@@ -245,7 +245,7 @@ def write_tables(
     rule = "|---" * (len(rates) + 1) + "|"
     trained = [r for r in records if r.get("served_rate") is None]
     mrmp_train = {
-        (r["seed"]): r.get("train_wall_time_s", 0.0)
+        r["seed"]: r.get("train_wall_time_s", 0.0)
         for r in records
         if r.get("served_rate") is not None
     }
@@ -349,6 +349,11 @@ def figures(
                 xs.append(rate), ms.append(mean), ss.append(0.0 if math.isnan(std) else std)
         return xs, ms, ss
 
+    def dense_line(ax: Any) -> None:
+        if dense:
+            mean = 100 * np.mean([r["accuracy"] for r in dense])
+            ax.axhline(mean, color="k", ls=":", label="dense")
+
     def save(fig: Any, stem: str) -> None:
         path = out_dir / f"{name}_{stem}.png"
         fig.tight_layout()
@@ -361,8 +366,7 @@ def figures(
         xs, ms, ss = series(method, lambda r: 100 * r["accuracy"])
         if xs:
             ax.errorbar([x_of(x) for x in xs], ms, yerr=ss, marker="o", capsize=3, label=method)
-    if dense:
-        ax.axhline(100 * np.mean([r["accuracy"] for r in dense]), color="k", ls=":", label="dense")
+    dense_line(ax)
     rate_axis(ax)
     ax.set_ylabel("test accuracy (%), mean ± std over seeds")
     ax.set_title(f"{name.upper()}: accuracy against pruning rate")
@@ -378,8 +382,7 @@ def figures(
         ]
         if xs:
             ax.errorbar(fl, ms, yerr=ss, marker="o", capsize=3, label=method)
-    if dense:
-        ax.axhline(100 * np.mean([r["accuracy"] for r in dense]), color="k", ls=":", label="dense")
+    dense_line(ax)
     ax.set_xscale("log")
     ax.set_xlabel("structured FLOPs / dense FLOPs (compacted network)")
     ax.set_ylabel("test accuracy (%)")

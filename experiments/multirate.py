@@ -21,7 +21,7 @@ from typing import Any
 
 from pruning_table import run_or_reuse, with_overrides
 
-from gcnprune_jax.config import default_config
+from gcnprune_jax.config import RunConfig, default_config
 from gcnprune_jax.runner import evaluate_checkpoint
 
 TRAIN_RATES = (0.5, 0.7, 0.9, 0.95, 0.98, 0.99)
@@ -48,11 +48,8 @@ def main() -> None:
     started = time.perf_counter()
     # MRMP first (its one training serves every rate), then PMP from the highest rate down
     # (where the papers' claims are): a sweep cut short still leaves the informative rows.
-    mrmp_cfg = base.replace(
-        method="mrmp",
-        target_rate=0.9,
-        pruning=base.pruning.__class__(**{**base.pruning.__dict__, "rates": TRAIN_RATES}),
-    )
+    mrmp_cfg = method_config(args, "mrmp", 0.9)
+    mrmp_cfg = with_overrides(mrmp_cfg, [f"pruning.rates={json.dumps(list(TRAIN_RATES))}"])
     mrmp_dir = root / f"mrmp_s{args.seed}"
     mrmp = run_or_reuse(mrmp_cfg, mrmp_dir)
     served = {rate: serve(mrmp_dir, rate) for rate in sorted(TRAIN_RATES + UNSEEN)}
@@ -68,11 +65,18 @@ def main() -> None:
         return (root / f"pmp_r{rate:g}_s{args.seed}" / "result.json").exists()
 
     for rate in sorted(pmp_rates, key=lambda r: (not finished(r), -r)):
-        cfg = base.replace(method="pmp", target_rate=rate)
+        cfg = method_config(args, "pmp", rate)
         pmp[rate] = run_or_reuse(cfg, root / f"pmp_r{rate:g}_s{args.seed}")
         print(f"pmp r={rate:g} acc {100 * pmp[rate]['accuracy']:.2f}%", flush=True)
         write_table(table, args, base, mrmp, served, pmp, magnitude, started)
     print(f"wrote {table}")
+
+
+def method_config(args: argparse.Namespace, method: str, rate: float) -> RunConfig:
+    """The dataset's defaults with `method`'s own pruning defaults (`config.method_defaults`,
+    e.g. PMP's alignment ramp), then --set."""
+    cfg = default_config(args.dataset, method).replace(seed=args.seed)
+    return with_overrides(cfg, args.set).replace(method=method, target_rate=rate)
 
 
 def serve(mrmp_dir: Path, rate: float) -> dict:

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gcnprune_jax.config import RunConfig, default_config
+from gcnprune_jax.config import PruningConfig, RunConfig, default_config
 from gcnprune_jax.runner import run_training
 
 METHODS = ("dense", "magnitude", "structured", "ctf", "ssp")
@@ -65,10 +65,13 @@ def same_run(stored: dict[str, Any], cfg: RunConfig) -> bool:
     method does not read (e.g. a magnitude run is the same whatever CTF's budget weight)."""
     current = json.loads(json.dumps(cfg.to_dict()))
     used = cfg.pruning.fields_used(cfg.method)
+    # A field added after a run was recorded takes its dataclass default there: that default
+    # is the behaviour the code had before the field existed (e.g. mu_end None, a constant μ).
+    legacy = json.loads(json.dumps(dataclasses.asdict(PruningConfig())))
 
     def relevant(c: dict[str, Any]) -> dict[str, Any]:
-        pruning = {k: v for k, v in c.get("pruning", {}).items() if k in used}
-        return {**c, "pruning": pruning}
+        stored = c.get("pruning", {})
+        return {**c, "pruning": {k: stored.get(k, legacy.get(k)) for k in used}}
 
     return relevant(stored) == relevant(current)
 

@@ -165,6 +165,12 @@ def _add_pruning_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--mu", type=float, help="pmp/mrmp: weight of the alignment loss")
     g.add_argument(
+        "--mu-end",
+        type=float,
+        help="pmp/mrmp: the alignment weight at the end of training, ramped geometrically "
+        "from --mu (give --mu's value for a constant weight)",
+    )
+    g.add_argument(
         "--rates", type=_float_list, help="mrmp: the rates trained at once, e.g. 0.5,0.9,0.99"
     )
     g.add_argument(

@@ -144,6 +144,7 @@ def _method_hyper(cfg: RunConfig, n_nodes: int) -> dict[str, Any]:
         "prior": p.prior,
         "alignment": p.alignment,
         "mu": p.mu,
+        "mu_end": p.mu_end,
         "kappa_start": p.kappa_start,
         "kappa_end": p.kappa_end,
     }

@@ -101,6 +101,18 @@ def test_ledger_matches_configs_up_to_ignored_options(tmp_path):
     assert ledger.find(cfg, served_rate=0.5) is None
 
 
+def test_a_record_older_than_a_field_matches_only_that_fields_default(tmp_path):
+    conf = compare.load_config(str(write_config(tmp_path)))
+    cfg = compare.cell_config(conf, "mrmp", 0.9, 0)
+    constant = compare.with_overrides(cfg, ["pruning.mu_end=null"])
+    record = constant.to_dict()
+    del record["pruning"]["mu_end"]  # written before the field existed: constant μ
+    ledger = compare.Ledger(tmp_path / "l.jsonl")
+    ledger.add({"method": "mrmp", "config": record})
+    assert ledger.find(constant) is not None
+    assert ledger.find(compare.with_overrides(cfg, ["pruning.mu_end=50"])) is None
+
+
 def test_bad_config_and_ledger_lines_name_the_file(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("def config():\n    return {'name': 'x'}\n")

@@ -13,6 +13,7 @@ from gcnprune_jax.pruning import api
 from gcnprune_jax.pruning.api import MaskContext, apply_masks, prunable_leaves, soft_rate
 from gcnprune_jax.pruning.pmp import (
     PRIORS,
+    alignment_weight,
     kl_histogram,
     mrmp,
     mrmp_masks,
@@ -188,6 +189,31 @@ def test_kl_alignment_penalty():
     np.testing.assert_allclose(value, expected, rtol=1e-5)
 
 
+def test_alignment_weight_ramps_geometrically_from_mu_to_mu_end():
+    params = prior_params("gaussian")
+    shifted = jax.tree.map(lambda w: 1.5 * w, params)  # wider than the prior: W2² > 0
+    constant, ramped = pmp(mu=2.0), pmp(mu=2.0, mu_end=200.0)
+    aux = constant.init(params, jax.random.PRNGKey(0))
+    base = float(constant.penalty(shifted, aux, ctx_at(step=0, total=11), {}))
+    assert base > 0
+    for step, expected in ((0, 2.0), (5, 20.0), (10, 200.0), (30, 200.0)):
+        np.testing.assert_allclose(alignment_weight(2.0, 200.0, step, 11), expected, rtol=1e-5)
+        ctx = ctx_at(step=step, total=11)
+        # without mu_end the weight stays μ (SPEC §4); with it the same W2² is scaled by μ_t
+        np.testing.assert_allclose(constant.penalty(shifted, aux, ctx, {}), base, rtol=1e-6)
+        np.testing.assert_allclose(
+            jax.jit(ramped.penalty)(shifted, aux, ctx, {}), base * expected / 2.0, rtol=1e-5
+        )
+    # the masks do not depend on the alignment weight
+    ctx = ctx_at(step=4, total=11, rate=0.9)
+    for path, m in ramped.mask(shifted, aux, ctx).items():
+        np.testing.assert_array_equal(m, constant.mask(shifted, aux, ctx)[path])
+    with pytest.raises(ConfigError, match=r"pmp\.mu_end"):
+        pmp(mu=0.0, mu_end=10.0)
+    with pytest.raises(ConfigError, match=r"mrmp\.mu_end"):
+        mrmp(mu_end=-1.0)
+
+
 def test_mrmp_masks_vmap_over_rates():
     params = prior_params("gaussian")
     method = mrmp(rates=RATES)
@@ -235,3 +261,20 @@ def test_registry_and_validation():
         mrmp(rates=())
     with pytest.raises(ConfigError, match="bad hyper-parameters"):
         api.get("pmp", alpha=0.5)
+
+
+def test_pmp_ramps_its_alignment_weight_by_default_and_options_override_it():
+    from gcnprune_jax.cli import build_parser, config_from_args
+    from gcnprune_jax.config import PruningConfig, default_config
+
+    assert default_config("fpha", "pmp").pruning.mu_end == 100.0
+    assert default_config("fpha", "mrmp").pruning.mu_end is None  # as MRMP was measured
+    parse = build_parser().parse_args
+    cfg = config_from_args(parse(["prune", "--method", "pmp", "--rate", "0.9"]))
+    assert (cfg.pruning.mu, cfg.pruning.mu_end) == (1.0, 100.0)
+    cfg = config_from_args(parse(["prune", "--method", "pmp", "--rate", "0.9", "--mu-end", "1"]))
+    assert cfg.pruning.mu_end == 1.0  # a constant μ = 1
+    with pytest.raises(ConfigError, match=r"pruning\.mu_end"):
+        PruningConfig(mu=0.0, mu_end=5.0)
+    with pytest.raises(ConfigError, match=r"pruning\.mu_end"):
+        PruningConfig(mu_end=0.0)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pruning_table import run_or_reuse, with_overrides
+from pruning_table import run_or_reuse, same_run, with_overrides
 
 from gcnprune_jax.config import RunConfig, default_config
 from gcnprune_jax.runner import evaluate_checkpoint
@@ -53,11 +53,7 @@ def main() -> None:
     mrmp_dir = root / f"mrmp_s{args.seed}"
     mrmp = run_or_reuse(mrmp_cfg, mrmp_dir)
     served = {rate: serve(mrmp_dir, rate) for rate in sorted(TRAIN_RATES + UNSEEN)}
-    magnitude = {}
-    for rate in sorted(TRAIN_RATES + UNSEEN):
-        result_file = root / f"magnitude_r{rate:g}_s{args.seed}" / "result.json"
-        if result_file.exists():
-            magnitude[rate] = json.loads(result_file.read_text())
+    magnitude = magnitude_results(args, root)
     pmp: dict[float, dict] = {}
     write_table(table, args, base, mrmp, served, pmp, magnitude, started)
 
@@ -70,6 +66,27 @@ def main() -> None:
         print(f"pmp r={rate:g} acc {100 * pmp[rate]['accuracy']:.2f}%", flush=True)
         write_table(table, args, base, mrmp, served, pmp, magnitude, started)
     print(f"wrote {table}")
+
+
+def magnitude_results(args: argparse.Namespace, root: Path) -> dict[float, dict]:
+    """Magnitude pruning at the table's rates, same seed and settings: a run directory under
+    --out, else the full comparison's ledger (experiments/results/ledger/<dataset>.jsonl)."""
+    ledger = Path(__file__).parent / "results" / "ledger" / f"{args.dataset}.jsonl"
+    records = []
+    if ledger.exists():
+        records = [json.loads(line) for line in ledger.read_text().splitlines() if line.strip()]
+    found = {}
+    for rate in sorted(TRAIN_RATES + UNSEEN):
+        result_file = root / f"magnitude_r{rate:g}_s{args.seed}" / "result.json"
+        if result_file.exists():
+            found[rate] = json.loads(result_file.read_text())
+            continue
+        cfg = method_config(args, "magnitude", rate)
+        for record in records:
+            if record.get("served_rate") is None and same_run(record["config"], cfg):
+                found[rate] = record
+                break
+    return found
 
 
 def method_config(args: argparse.Namespace, method: str, rate: float) -> RunConfig:
@@ -90,6 +107,11 @@ def serve(mrmp_dir: Path, rate: float) -> dict:
     cached.write_text(json.dumps(result) + "\n")
     print(f"mrmp served at r={rate:g}: acc {100 * result['accuracy']:.2f}%", flush=True)
     return result
+
+
+def alignment(args: argparse.Namespace, method: str) -> str:
+    p = method_config(args, method, 0.9).pruning
+    return f"μ = {p.mu:g}" if p.mu_end is None else f"μ ramped {p.mu:g} → {p.mu_end:g}"
 
 
 def write_table(
@@ -119,7 +141,9 @@ def write_table(
         f"Seed {args.seed}, {base.train.epochs} epochs per training run. MRMP trained once on "
         f"rates {', '.join(f'{r:g}' for r in TRAIN_RATES)} together, then served at every rate "
         "below by `gcnprune eval --rate R` (exact export at R, no retraining; rates marked * "
-        "were never trained). Accuracy of the exported network (crisp masks, exactly R).",
+        "were never trained). Accuracy of the exported network (crisp masks, exactly R). "
+        f"PMP's alignment weight: {alignment(args, 'pmp')}; MRMP's: {alignment(args, 'mrmp')}. "
+        "Magnitude: a run under --out or the full comparison's ledger, same seed.",
         "",
         "| rate | PMP (own run) | MRMP (served) | magnitude | PMP soft rate "
         "| dangling PMP / MRMP |",

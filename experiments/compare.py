@@ -43,10 +43,9 @@ from typing import Any
 
 import numpy as np
 from pruning_table import CSV_KEYS as TABLE_CSV_KEYS
-from pruning_table import run_or_reuse, same_run, with_overrides
+from pruning_table import run_or_reuse, same_run, serve, with_overrides
 
 from gcnprune_jax.config import RunConfig, default_config
-from gcnprune_jax.runner import evaluate_checkpoint
 
 RESULTS = Path(__file__).parent / "results"
 # Bulky per-run fields left out of the ledger (they stay in each run's result.json).
@@ -169,7 +168,7 @@ def run_cell(
         if not (out / "checkpoint").is_dir():
             print(f"mrmp seed {seed}: ledgered but {out} is gone; cannot serve r={served:g}")
             continue
-        result = evaluate_checkpoint(out, rate=served)
+        result = serve(out, served)  # cached in the run directory, shared with multirate.py
         result["target_rate"] = served
         result["config"] = trained["config"]  # the one training's; its export rate is `served`
         ledger.add(

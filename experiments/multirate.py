@@ -19,10 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pruning_table import run_or_reuse, same_run, with_overrides
+from pruning_table import run_or_reuse, same_run, serve, with_overrides
 
 from gcnprune_jax.config import RunConfig, default_config
-from gcnprune_jax.runner import evaluate_checkpoint
 
 TRAIN_RATES = (0.5, 0.7, 0.9, 0.95, 0.98, 0.99)
 UNSEEN = (0.8, 0.93, 0.97)
@@ -94,19 +93,6 @@ def method_config(args: argparse.Namespace, method: str, rate: float) -> RunConf
     e.g. PMP's alignment ramp), then --set."""
     cfg = default_config(args.dataset, method).replace(seed=args.seed)
     return with_overrides(cfg, args.set).replace(method=method, target_rate=rate)
-
-
-def serve(mrmp_dir: Path, rate: float) -> dict:
-    """The MRMP run exported and evaluated at `rate` (`gcnprune eval --rate`), kept in
-    <run>/served_r<rate>.json so that a later invocation (or a parallel one) reuses it."""
-    cached = mrmp_dir / f"served_r{rate:g}.json"
-    if cached.exists():
-        return json.loads(cached.read_text())
-    result = evaluate_checkpoint(mrmp_dir, rate=rate)
-    result.pop("history", None)
-    cached.write_text(json.dumps(result) + "\n")
-    print(f"mrmp served at r={rate:g}: acc {100 * result['accuracy']:.2f}%", flush=True)
-    return result
 
 
 def alignment(args: argparse.Namespace, method: str) -> str:

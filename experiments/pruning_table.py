@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gcnprune_jax.config import PruningConfig, RunConfig, default_config
-from gcnprune_jax.runner import run_training
+from gcnprune_jax.runner import evaluate_checkpoint, run_training
 
 METHODS = ("dense", "magnitude", "structured", "ctf", "ssp")
 RATES = (0.5, 0.9, 0.95, 0.98, 0.99)
@@ -74,6 +74,19 @@ def same_run(stored: dict[str, Any], cfg: RunConfig) -> bool:
         return {**c, "pruning": {k: stored.get(k, legacy.get(k)) for k in used}}
 
     return relevant(stored) == relevant(current)
+
+
+def serve(mrmp_dir: Path, rate: float) -> dict:
+    """The MRMP run exported and evaluated at `rate` (`gcnprune eval --rate`), kept in
+    <run>/served_r<rate>.json so that a later invocation (or a parallel one) reuses it."""
+    cached = mrmp_dir / f"served_r{rate:g}.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
+    result = evaluate_checkpoint(mrmp_dir, rate=rate)
+    result.pop("history", None)
+    cached.write_text(json.dumps(result) + "\n")
+    print(f"mrmp served at r={rate:g}: acc {100 * result['accuracy']:.2f}%", flush=True)
+    return result
 
 
 def run_or_reuse(cfg: RunConfig, out: Path) -> dict[str, Any]:

@@ -92,18 +92,27 @@ def cells(conf: dict[str, Any], methods, rates, seeds) -> Iterator[tuple[str, fl
 
 
 class Ledger:
-    """The committed record of finished runs: one JSON object per line, appended."""
+    """The committed record of finished runs: one JSON object per line, appended.
+
+    Read from its file on every look-up, so several processes filling one grid (say one per
+    core) see each other's finished runs and each writes tables that cover all of them.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.records: list[dict[str, Any]] = []
-        if path.exists():
-            for number, line in enumerate(path.read_text().splitlines(), 1):
+        _ = self.records  # a malformed file fails here, before any training
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        records = []
+        if self.path.exists():
+            for number, line in enumerate(self.path.read_text().splitlines(), 1):
                 if line.strip():
                     try:
-                        self.records.append(json.loads(line))
+                        records.append(json.loads(line))
                     except json.JSONDecodeError as err:
-                        raise SystemExit(f"{path}:{number}: not JSON ({err})") from err
+                        raise SystemExit(f"{self.path}:{number}: not JSON ({err})") from err
+        return records
 
     def find(self, cfg: RunConfig, served_rate: float | None = None) -> dict[str, Any] | None:
         for record in self.records:
@@ -115,7 +124,6 @@ class Ledger:
         record = {k: v for k, v in result.items() if k not in _NOT_LEDGERED}
         record.update(extra)
         record = json.loads(json.dumps(record))  # as read back: tuples become lists
-        self.records.append(record)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")

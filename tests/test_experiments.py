@@ -101,6 +101,18 @@ def test_ledger_matches_configs_up_to_ignored_options(tmp_path):
     assert ledger.find(cfg, served_rate=0.5) is None
 
 
+def test_two_ledgers_on_one_file_see_each_others_runs(tmp_path):
+    # Two processes filling one grid (one per core): each one's tables must cover the other's
+    # runs finished after it started, not only its own.
+    conf = compare.load_config(str(write_config(tmp_path)))
+    first, second = compare.Ledger(tmp_path / "l.jsonl"), compare.Ledger(tmp_path / "l.jsonl")
+    cfg = compare.cell_config(conf, "magnitude", 0.5, 0)
+    assert second.find(cfg) is None
+    first.add({"method": "magnitude", "config": cfg.to_dict()})
+    assert second.find(cfg) is not None
+    assert len(second.records) == 1
+
+
 def test_a_record_older_than_a_field_matches_only_that_fields_default(tmp_path):
     conf = compare.load_config(str(write_config(tmp_path)))
     cfg = compare.cell_config(conf, "mrmp", 0.9, 0)

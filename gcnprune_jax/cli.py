@@ -185,6 +185,22 @@ def _add_pruning_options(p: argparse.ArgumentParser) -> None:
         "--gate-scale", type=float, help="ssp: gate logits = scale x trained state (gate speed)"
     )
     g.add_argument(
+        "--zero-floor",
+        action=argparse.BooleanOptionalAction,
+        help="ctf/ssp/tcmp: band-stop rescaled to be exactly 0 at W = 0 at every temperature",
+    )
+    g.add_argument(
+        "--finetune",
+        type=float,
+        help="ctf/ssp/tcmp/pmp: fraction of the epochs spent fine-tuning with the exported "
+        "crisp masks fixed (0: none)",
+    )
+    g.add_argument(
+        "--prior-scope",
+        choices=("tensor", "global"),
+        help="pmp/mrmp: one prior per tensor (same rate everywhere) or one over the network",
+    )
+    g.add_argument(
         "--prune-at",
         type=float,
         help="magnitude/structured: fraction of the epochs trained dense before pruning",
@@ -212,6 +228,14 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         help="synthetic data generator seed (default: %(default)s)",
+    )
+    g.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.0,
+        help="hold out this class-stratified fraction of the training split as validation "
+        "data and report val_accuracy (tune on it, not on the test split; default: "
+        "%(default)s)",
     )
     g.add_argument("--out", help="output directory (default: runs/<dataset>_<method>_s<seed>)")
     g.add_argument(
@@ -313,6 +337,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         fold=args.fold,
         seed=args.seed,
         data_seed=args.data_seed,
+        val_fraction=getattr(args, "val_fraction", 0.0),
         method=method,
         target_rate=getattr(args, "target_rate", None) or 0.0,
         pruning=dataclasses.replace(cfg.pruning, **sections["pruning"]),
@@ -339,6 +364,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"structured FLOPs {result['flops_structured'] / result['flops_dense']:.3f} of dense, "
             f"{result['dangling_connections']} dangling"
         )
+    if "val_accuracy" in result:
+        pruned += f", validation accuracy {result['val_accuracy']:.4f}"
     print(
         f"{cfg.dataset} {cfg.method}: accuracy {result['accuracy']:.4f} (folds: {folds}), "
         f"{result['params_kept']}/{result['params_total']} prunable weights kept{pruned}, "

@@ -65,6 +65,17 @@ class PruningConfig:
       the budget warmup like κ).
     gate_scale: SSP's gate logits are gate_scale × their trained state, so that they move
       faster than the weights under Adam (see `pruning.ssp.ssp`).
+    zero_floor: CTF, SSP and TCMP use the band-stop rescaled to be exactly 0 at Ŵ = 0
+      (`pruning.shared.band_stop`): the plain one's floor 2 s(−1/κ) puts a soft budget of
+      more than 1 − 2 s(−1/κ) pruned out of reach while κ is high (docs/methods.md).
+    finetune: the learned methods (ctf, ssp, tcmp, pmp) train their soft masks for the
+      first 1 − finetune of the epochs, export the crisp masks at the target rate, and
+      fine-tune the weights with those masks fixed for the rest (same total epochs as every
+      other method); 0 = evaluate straight after the export.
+    prior_scope: PMP/MRMP's prior: "tensor" (one prior per tensor, scaled by its init rms,
+      so every tensor is pruned at the same rate r) or "global" (one prior over all
+      prunable weights with the pooled init rms, one threshold a(r) for the whole network,
+      so the rate is allocated across tensors by magnitude, as global magnitude pruning).
     """
 
     granularities: tuple[str, ...] = ("channel", "column", "row", "entry")
@@ -87,11 +98,23 @@ class PruningConfig:
     gate_tau_start: float = 1.0
     gate_tau_end: float = 0.01
     gate_scale: float = 10.0
+    zero_floor: bool = False
+    finetune: float = 0.0
+    prior_scope: str = "tensor"
 
     def fields_used(self, method: str) -> tuple[str, ...]:
         """The fields `method` reads: two runs of one method that differ only elsewhere are
         the same computation (experiment scripts use this to reuse finished runs)."""
-        schedule = ("alpha", "kappa_start", "kappa_end", "budget_lambda", "budget_warmup")
+        schedule = (
+            "alpha",
+            "kappa_start",
+            "kappa_end",
+            "budget_lambda",
+            "budget_warmup",
+            "zero_floor",
+            "finetune",
+        )
+        prior = ("prior", "alignment", "mu", "mu_end", "kappa_start", "kappa_end", "prior_scope")
         return {
             "magnitude": ("scope", "prune_at"),
             "structured": ("structure", "prune_at"),
@@ -105,8 +128,8 @@ class PruningConfig:
                 "gate_scale",
             ),
             "tcmp": (*schedule, "kappa_hold", "tau_h"),
-            "pmp": ("prior", "alignment", "mu", "mu_end", "kappa_start", "kappa_end"),
-            "mrmp": ("prior", "alignment", "mu", "mu_end", "kappa_start", "kappa_end", "rates"),
+            "pmp": (*prior, "finetune"),
+            "mrmp": (*prior, "rates"),
         }.get(method, ())
 
     def __post_init__(self) -> None:
@@ -135,7 +158,7 @@ class PruningConfig:
             raise ConfigError(
                 f"pruning.structure must be one of {STRUCTURES}, got {self.structure!r}"
             )
-        from gcnprune_jax.pruning.pmp import ALIGNMENTS, PRIORS
+        from gcnprune_jax.pruning.pmp import ALIGNMENTS, PRIOR_SCOPES, PRIORS
 
         if self.prior not in PRIORS:
             raise ConfigError(f"pruning.prior must be one of {PRIORS}, got {self.prior!r}")
@@ -165,6 +188,12 @@ class PruningConfig:
             )
         if not self.gate_scale > 0:
             raise ConfigError(f"pruning.gate_scale must be > 0, got {self.gate_scale}")
+        if not 0.0 <= self.finetune < 1.0:
+            raise ConfigError(f"pruning.finetune must be in [0, 1), got {self.finetune}")
+        if self.prior_scope not in PRIOR_SCOPES:
+            raise ConfigError(
+                f"pruning.prior_scope must be one of {PRIOR_SCOPES}, got {self.prior_scope!r}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +203,10 @@ class RunConfig:
     seed: initializes parameters and any shuffling; same seed and machine, same digest.
     data_seed: the synthetic dataset's generator seed (the data, not the training).
     method: one of METHODS; target_rate: the pruning rate r in [0, 1) (0 for dense).
+    val_fraction: hold out this fraction of each training split (class-stratified, the same
+      sequences whatever the seed) as a validation part: the run trains on the rest and
+      reports `val_accuracy`; 0 = train on the whole training split. Tune on it, never on
+      the test split.
     """
 
     dataset: str = "synthetic"
@@ -182,6 +215,7 @@ class RunConfig:
     data_seed: int = 0
     method: str = "dense"
     target_rate: float = 0.0
+    val_fraction: float = 0.0
     features: FeatureConfig = FeatureConfig()
     model: GCNConfig = GCNConfig()
     train: TrainConfig = TrainConfig()
@@ -204,6 +238,13 @@ class RunConfig:
                 raise ConfigError(f"--fold must be 'all' or 1..{SBU_FOLDS}, got {self.fold!r}")
         if not 0.0 <= self.target_rate < 1.0:
             raise ConfigError(f"--rate must be in [0, 1), got {self.target_rate}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if self.pruning.finetune > 0 and self.method == "mrmp":
+            raise ConfigError(
+                "--finetune: mrmp serves every rate from one training, and fine-tuning would fix "
+                "one rate's mask; use --finetune 0 with mrmp"
+            )
 
     @property
     def folds(self) -> tuple[int, ...]:

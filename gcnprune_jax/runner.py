@@ -6,6 +6,7 @@ progress reporting (through a `Reporter` the caller passes in), never the math.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -73,9 +74,37 @@ def _pad(split_x: np.ndarray, split_y: np.ndarray, size: int) -> Split:
     return Split(x, y, w)
 
 
+def validation_part(
+    train: np.ndarray, labels: np.ndarray, fraction: float, fold: int
+) -> np.ndarray:
+    """The validation part held out of a training split: boolean over all sequences.
+
+    train: boolean mask of the split's sequences; labels: every sequence's class. Per class,
+    round(fraction x its training count) sequences (at least one when the class has two or
+    more) are drawn without replacement, seeded by the fold alone: every seed, method and
+    setting of a tuning sweep is compared on the same validation sequences.
+    """
+    val = np.zeros(train.shape, bool)
+    if fraction <= 0:
+        return val
+    rng = np.random.default_rng([0x7A1D, fold])
+    for c in np.unique(labels[train]):
+        members = np.flatnonzero(train & (labels == c))
+        n = round(fraction * members.size)
+        if members.size >= 2:
+            n = min(max(n, 1), members.size - 1)
+        val[rng.permutation(members)[:n]] = True
+    return val
+
+
 def make_fold_data(ds: SkeletonDataset, cfg: RunConfig) -> FoldData:
     """Node signals of every fold, standardized with that fold's training statistics, padded
-    to common sizes and stacked: arrays have a leading fold axis of len(cfg.folds)."""
+    to common sizes and stacked: arrays have a leading fold axis of len(cfg.folds).
+
+    With cfg.val_fraction > 0 each fold's training split loses its validation part
+    (`validation_part`): the model trains (and augments) on the rest, and `val` holds the
+    held-out sequences, standardized like the test split; otherwise `val` is None.
+    """
     features = dataset_features(ds, cfg.features)
     labels = np.asarray(ds.labels, np.int32)
     swapped = None
@@ -85,13 +114,15 @@ def make_fold_data(ds: SkeletonDataset, cfg: RunConfig) -> FoldData:
     for k in cfg.folds:
         test = ds.groups == k if ds.name == "sbu" else ds.groups == 1
         train = ~test if ds.name == "sbu" else ds.groups == 0
-        masks.append((train, test))
+        val = validation_part(train, labels, cfg.val_fraction, k)
+        masks.append((train & ~val, test, val))
     copies = (1 if swapped is None else 2) * (1 + cfg.features.augment_copies)
-    n_train = copies * max(int(tr.sum()) for tr, _ in masks)
-    n_test = max(int(te.sum()) for _, te in masks)
+    n_train = copies * max(int(tr.sum()) for tr, _, _ in masks)
+    n_test = max(int(te.sum()) for _, te, _ in masks)
+    n_val = max(int(va.sum()) for _, _, va in masks)
     augmented = _augmented_copies(ds, cfg)
     folds = []
-    for train, test in masks:
+    for train, test, val in masks:
         parts = [features[train]] + [a[train] for a in augmented]
         if swapped is not None:
             parts += [swapped[train]]
@@ -102,6 +133,7 @@ def make_fold_data(ds: SkeletonDataset, cfg: RunConfig) -> FoldData:
             FoldData(
                 _pad(standardize(train_x), train_y, n_train),
                 _pad(standardize(features[test]), labels[test], n_test),
+                _pad(standardize(features[val]), labels[val], n_val) if n_val else None,
             )
         )
     return jax.tree.map(lambda *a: np.stack(a), *folds)
@@ -139,6 +171,7 @@ def _method_hyper(cfg: RunConfig, n_nodes: int) -> dict[str, Any]:
         "lam": p.budget_lambda,
         "warmup": p.budget_warmup,
         "hold": p.kappa_hold,
+        "zero_floor": p.zero_floor,
     }
     prior = {
         "prior": p.prior,
@@ -147,6 +180,7 @@ def _method_hyper(cfg: RunConfig, n_nodes: int) -> dict[str, Any]:
         "mu_end": p.mu_end,
         "kappa_start": p.kappa_start,
         "kappa_end": p.kappa_end,
+        "scope": p.prior_scope,
     }
     return {
         "ctf": {"granularities": p.granularities, **budget},
@@ -198,6 +232,16 @@ class Run:
                 )
             epoch = round(cfg.pruning.prune_at * cfg.train.epochs)
             self.prune_epoch = min(max(epoch, 1), cfg.train.epochs - 1)
+        # Learned methods with fine-tuning: soft masks until `finetune_epoch`, then the crisp
+        # masks of the exact export are fixed and the weights fine-tuned (same total epochs).
+        self.finetune_epoch = None
+        if self.method is not None and cfg.pruning.finetune > 0:
+            if cfg.train.epochs < 2:
+                raise ConfigError(
+                    f"--epochs {cfg.train.epochs}: --finetune needs at least 2 epochs"
+                )
+            epoch = cfg.train.epochs - round(cfg.pruning.finetune * cfg.train.epochs)
+            self.finetune_epoch = min(max(epoch, 1), cfg.train.epochs - 1)
         self.data = make_fold_data(ds, cfg)
         self.adjacency = normalized_adjacency(ds.n_nodes, ds.edges)
         self.model_dims = {
@@ -215,6 +259,11 @@ class Run:
         self.apply_fn = builds[0][0]
         n_train = self.data.train.y.shape[1]
         self.fixed_objective = pruning_api.to_objective(fixed(), 0.0)
+        # The method's schedules (temperature, budget ramp, learning rate) span its soft
+        # phase: with fine-tuning, the masks are crisp when the export fixes them.
+        method_train = cfg.train
+        if self.finetune_epoch is not None:
+            method_train = dataclasses.replace(cfg.train, epochs=self.finetune_epoch)
         if cfg.method == "mrmp":
             objective = pruning_api.to_multi_rate_objective(self.method, cfg.pruning.rates)
         elif self.method is not None:
@@ -223,7 +272,7 @@ class Run:
             objective = self.fixed_objective
         else:
             objective = DENSE
-        self.trainer = Trainer(self.apply_fn, cfg.train, objective, n_train=n_train)
+        self.trainer = Trainer(self.apply_fn, method_train, objective, n_train=n_train)
         # Crisp masks at export: the exported network runs on Ŵ ⊙ m with m held in `aux`.
         self.export_trainer = Trainer(
             self.apply_fn, cfg.train, self.fixed_objective, n_train=n_train
@@ -282,6 +331,40 @@ class Run:
         opt_state = jax.vmap(self.trainer.optimizer.init)(state.latent)
         return state._replace(aux=stack_trees(aux), opt_state=opt_state)
 
+    def in_finetune(self, state: TrainState) -> bool:
+        """Whether `state` is past the export of a fine-tuned learned method: its `aux` then
+        holds the fixed crisp masks (stacked over folds) instead of the method's state."""
+        if self.finetune_epoch is None:
+            return False
+        boundary = self.finetune_epoch * self.trainer.steps_per_epoch
+        return int(np.asarray(state.step).ravel()[0]) >= boundary
+
+    def trainer_for(self, first_epoch: int) -> Trainer:
+        """The trainer of the chunk that starts at `first_epoch`: the method's, or the fixed
+        mask trainer once a fine-tuned learned method has exported its masks."""
+        if self.finetune_epoch is not None and first_epoch >= self.finetune_epoch:
+            return self.export_trainer
+        return self.trainer
+
+    def fix_masks(self, state: TrainState) -> tuple[TrainState, Export]:
+        """The switch to fine-tuning: export every fold's crisp masks from the soft state,
+        fix them as the state's `aux` and restart the optimizer on the latent weights."""
+        export = self._soft_export(state)
+        masks = stack_trees(
+            [{n: jnp.asarray(m, jnp.float32) for n, m in fm.items()} for fm in export.masks]
+        )
+        opt_state = jax.vmap(self.export_trainer.optimizer.init)(state.latent)
+        return state._replace(aux=masks, opt_state=opt_state), export
+
+    def finetune_template(self) -> TrainState:
+        """A state of the fine-tuning phase's structure (to restore its checkpoints into)."""
+        masks = {
+            n: jnp.ones(np.shape(w), jnp.float32)
+            for n, w in pruning_api.prunable_leaves(self.initial_state.latent).items()
+        }
+        opt_state = jax.vmap(self.export_trainer.optimizer.init)(self.initial_state.latent)
+        return self.initial_state._replace(aux=masks, opt_state=opt_state)
+
     def chunks(self, start_epoch: int) -> list[tuple[int, int]]:
         """(first, last) epoch ranges of the compiled chunks from `start_epoch` on. The grid is
         fixed by the config (chunks of `chunk_epochs`, split at the pruning epoch), so a
@@ -290,39 +373,32 @@ class Run:
         bounds = set(range(0, total, size)) | {total}
         if self.prune_epoch is not None:
             bounds.add(self.prune_epoch)
+        if self.finetune_epoch is not None:
+            bounds.add(self.finetune_epoch)
         edges = sorted(bounds)
         return [(a, b) for a, b in itertools.pairwise(edges) if a >= start_epoch]
 
-    def export(self, state: TrainState) -> Export:
+    def export(self, state: TrainState, facts: dict[str, Any] | None = None) -> Export:
         """Crisp masks of every fold (SPEC §0 exact export for learned methods) and the
-        export statistics; dense runs get all-ones masks."""
+        export statistics; dense runs get all-ones masks. A fine-tuned state (`in_finetune`)
+        holds its masks already; `facts` (`Export.facts`, saved when the masks were fixed)
+        then supply the soft-phase statistics."""
         n_folds = len(self.cfg.folds)
-        fold_latents = [
-            jax.tree.map(lambda a, f=f: np.asarray(a[f]), state.latent) for f in range(n_folds)
-        ]
-        leaves = [pruning_api.prunable_leaves(latent) for latent in fold_latents]
-        if self.method is not None:
-            ctx = Context(step=state.step[0], total_steps=jnp.asarray(self.trainer.total_steps))
-            mask_ctx = pruning_api.MaskContext.from_train(ctx, self.cfg.target_rate)
-            soft = jax.device_get(
-                jax.vmap(lambda lat, aux: self.method.mask(lat, aux, mask_ctx))(
-                    state.latent, state.aux
-                )
-            )
-            export_fn = self.method.export or exact_export
-            exports = []
-            for f in range(n_folds):
-                extra = {}
-                if self.method.trainable_aux and self.method.export is not None:
-                    extra["aux"] = jax.tree.map(lambda a, f=f: np.asarray(a[f]), state.aux)
-                fold_soft = {n: m[f] for n, m in soft.items()}
-                exports.append(export_fn(fold_soft, leaves[f], self.cfg.target_rate, **extra))
+        if self.in_finetune(state):
+            aux = jax.device_get(state.aux)
+            masks = [{n: np.asarray(m[f]) > 0.5 for n, m in aux.items()} for f in range(n_folds)]
+            facts = facts or {}
+            nan = [float("nan")] * n_folds
             return Export(
-                masks=[e.masks for e in exports],
-                soft_rates=[e.soft_rate for e in exports],
-                rounding_changed=[e.rounding_changed for e in exports],
-                details=[e.details for e in exports],
+                masks=masks,
+                soft_rates=facts.get("soft_rates", nan),
+                rounding_changed=facts.get("rounding_changed", [0] * n_folds),
+                details=facts.get("details"),
+                crisp_fractions=facts.get("crisp_fractions", nan),
             )
+        if self.method is not None:
+            return self._soft_export(state)
+        leaves = self._fold_leaves(state)
         if self.baseline is not None:
             aux = jax.device_get(state.aux)
             masks = [{n: np.asarray(m[f]) > 0.5 for n, m in aux.items()} for f in range(n_folds)]
@@ -331,14 +407,70 @@ class Run:
         rates = [realized_rate(m) for m in masks]
         return Export(masks=masks, soft_rates=rates, rounding_changed=[0] * n_folds)
 
+    def _fold_leaves(self, state: TrainState) -> list[dict[str, np.ndarray]]:
+        """Each fold's prunable latent tensors {path: Ŵ_ℓ}, as numpy."""
+        return [
+            pruning_api.prunable_leaves(jax.tree.map(lambda a, f=f: np.asarray(a[f]), state.latent))
+            for f in range(len(self.cfg.folds))
+        ]
+
+    def _soft_export(self, state: TrainState) -> Export:
+        """The learned method's exact export of every fold from its soft masks."""
+        n_folds = len(self.cfg.folds)
+        leaves = self._fold_leaves(state)
+        ctx = Context(step=state.step[0], total_steps=jnp.asarray(self.trainer.total_steps))
+        mask_ctx = pruning_api.MaskContext.from_train(ctx, self.cfg.target_rate)
+        soft = jax.device_get(
+            jax.vmap(lambda lat, aux: self.method.mask(lat, aux, mask_ctx))(state.latent, state.aux)
+        )
+        export_fn = self.method.export or exact_export
+        exports = []
+        for f in range(n_folds):
+            extra = {}
+            if self.method.trainable_aux and self.method.export is not None:
+                extra["aux"] = jax.tree.map(lambda a, f=f: np.asarray(a[f]), state.aux)
+            fold_soft = {n: m[f] for n, m in soft.items()}
+            exports.append(export_fn(fold_soft, leaves[f], self.cfg.target_rate, **extra))
+        return Export(
+            masks=[e.masks for e in exports],
+            soft_rates=[e.soft_rate for e in exports],
+            rounding_changed=[e.rounding_changed for e in exports],
+            details=[e.details for e in exports],
+            crisp_fractions=[
+                crisp_fraction({n: m[f] for n, m in soft.items()}) for f in range(n_folds)
+            ],
+        )
+
 
 class Export(NamedTuple):
-    """Per fold: crisp masks {path: bool}, the soft rate before rounding, entries changed."""
+    """Per fold: crisp masks {path: bool}, the soft rate before rounding, entries changed,
+    a method's export details, and the fraction of soft mask values that were crisp."""
 
     masks: list[dict[str, np.ndarray]]
     soft_rates: list[float]
     rounding_changed: list[int]
     details: list[dict[str, Any] | None] | None = None
+    crisp_fractions: list[float] | None = None
+
+    def facts(self) -> dict[str, Any]:
+        """Everything but the masks, as JSON (saved in the checkpoint record when a learned
+        method's masks are fixed for fine-tuning)."""
+        return {
+            "soft_rates": [float(r) for r in self.soft_rates],
+            "rounding_changed": [int(r) for r in self.rounding_changed],
+            "details": self.details,
+            "crisp_fractions": self.crisp_fractions,
+        }
+
+
+CRISP_TOLERANCE = 1e-3
+
+
+def crisp_fraction(soft_masks: dict[str, Any]) -> float:
+    """Fraction of soft mask values within 1e-3 of 0 or 1 (how binary ψ is at export)."""
+    values = np.concatenate([np.asarray(m, np.float64).ravel() for m in soft_masks.values()])
+    crisp = (values <= CRISP_TOLERANCE) | (values >= 1.0 - CRISP_TOLERANCE)
+    return float(np.mean(crisp))
 
 
 def _check_finite(metrics: dict[str, np.ndarray], first_epoch: int, last_good: int, ckpt: str):
@@ -378,6 +510,7 @@ def run_training(
     out.mkdir(parents=True, exist_ok=True)
     ckpt = Checkpointer(out / "checkpoint")
     state, epoch, history, previous_wall_s = run.initial_state, 0, [], 0.0
+    facts = None  # the export's statistics, once a fine-tuned method has fixed its masks
     latest = ckpt.latest_epoch()
     if latest is not None:
         if not resume:
@@ -390,29 +523,40 @@ def run_training(
         # reproduce the behaviour before they existed.
         saved = RunConfig.from_dict(record["config"]).to_dict()
         _check_same_config(json.loads(json.dumps(saved)), cfg.to_dict(), out)
-        state, record = ckpt.restore(run.initial_state, latest)
+        fine_tuning = run.finetune_epoch is not None and record["epoch"] >= run.finetune_epoch
+        template = run.finetune_template() if fine_tuning else run.initial_state
+        state, record = ckpt.restore(template, latest)
         epoch, history = record["epoch"], record["history"]
         previous_wall_s = record["wall_time_s"]
+        facts = record.get("export")
 
     reporter.start(cfg.train.epochs, epoch, f"{cfg.dataset} {cfg.method}")
     train_s = 0.0
     try:
         for first, last in run.chunks(epoch):
             t0 = time.perf_counter()
-            state, metrics = run.trainer.train_chunk(state, run.data, last - first)
+            trainer = run.trainer_for(first)
+            state, metrics = trainer.train_chunk(state, run.data, last - first)
             metrics = jax.device_get(metrics)
             train_s += time.perf_counter() - t0
             _check_finite(metrics, first, epoch, ckpt.directory)
             if last == run.prune_epoch:
                 state = run.prune(state)
-            test = jax.device_get(run.trainer.evaluate(state, run.data.test))
+            if last == run.finetune_epoch:
+                state, export = run.fix_masks(state)
+                facts = export.facts()
+            trainer = run.trainer_for(last)
+            test = jax.device_get(trainer.evaluate(state, run.data.test))
             summary = {
                 "epoch": last,
                 "loss": float(np.mean(metrics["loss"][:, -1])),
                 "train_accuracy": float(np.mean(metrics["train_accuracy"][:, -1])),
                 "test_accuracy_monitor": float(np.mean(test["accuracy"])),
-                "learning_rate": float(np.mean(learning_rate(state.opt_state, cfg.train))),
+                "learning_rate": float(np.mean(learning_rate(state.opt_state, trainer.cfg))),
             }
+            if run.data.val is not None:
+                val = jax.device_get(trainer.evaluate(state, run.data.val))
+                summary["val_accuracy_monitor"] = float(np.mean(val["accuracy"]))
             history.append(summary)
             epoch = last
             wall_s = previous_wall_s + time.perf_counter() - start
@@ -422,13 +566,15 @@ def run_training(
                 "history": history,
                 "wall_time_s": wall_s,
             }
+            if facts is not None:
+                record["export"] = facts
             ckpt.save(epoch, state, record)
             reporter.update(epoch, summary)
     finally:
         reporter.close()
         ckpt.close()
 
-    result, export = summarize(run, state, history)
+    result, export = summarize(run, state, history, facts)
     write_masks(out, export, cfg.folds)
     result["wall_time_s"] = previous_wall_s + time.perf_counter() - start
     result["train_time_s"] = train_s
@@ -468,7 +614,10 @@ def _check_same_config(saved: dict[str, Any], current: dict[str, Any], out: Path
 
 
 def summarize(
-    run: Run, state: TrainState, history: list[dict[str, Any]]
+    run: Run,
+    state: TrainState,
+    history: list[dict[str, Any]],
+    facts: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], Export]:
     """result.json fields (INTERFACE.md) of the exported network, and the export itself.
 
@@ -477,7 +626,8 @@ def summarize(
     count over folds (so a nonzero count in any fold shows); per-fold values are listed too.
     """
     cfg = run.cfg
-    export = run.export(state)
+    export = run.export(state, facts)
+    fine_tuned = run.in_finetune(state)
     if run.method is None and run.baseline is None:
         trainer, eval_state = run.trainer, state
     else:
@@ -487,6 +637,9 @@ def summarize(
         trainer, eval_state = run.export_trainer, state._replace(aux=aux)
     test = jax.device_get(trainer.evaluate(eval_state, run.data.test))
     train = jax.device_get(trainer.evaluate(eval_state, run.data.train))
+    val = None
+    if run.data.val is not None:
+        val = jax.device_get(trainer.evaluate(eval_state, run.data.val))
     dims = run.model_dims
     n_total = int(sum(m.size for m in export.masks[0].values()))
     kept = [int(sum(int(m.sum()) for m in fm.values())) for fm in export.masks]
@@ -514,8 +667,18 @@ def summarize(
         "dangling_connections": int(max(dangling)),
         "epochs": cfg.train.epochs,
         "seed": cfg.seed,
-        "params_digest": params_digest(run.trainer.trained(state.latent, state.aux)),
+        "params_digest": params_digest(
+            state.latent if fine_tuned else run.trainer.trained(state.latent, state.aux)
+        ),
     }
+    if val is not None:
+        result["val_accuracy"] = float(np.mean(val["accuracy"]))
+        result["fold_val_accuracies"] = [float(a) for a in val["accuracy"]]
+        result["val_fraction"] = cfg.val_fraction
+    if export.crisp_fractions is not None:
+        result["crisp_fraction"] = float(np.mean(export.crisp_fractions))
+    if run.finetune_epoch is not None:
+        result["finetune_epoch"] = run.finetune_epoch
     details = export.details or []
     if details and details[0] is not None and "granularity" in details[0]:
         # SSP (INTERFACE.md): what each channel's gate chose, for the first fold listed
@@ -523,7 +686,7 @@ def summarize(
         result["granularity_overridden"] = details[0].get("overridden", [])
         if len(details) > 1:
             result["fold_granularity"] = [d["granularity"] for d in details]
-    if run.method is not None:
+    if run.method is not None and not fine_tuned:
         soft = jax.device_get(run.trainer.evaluate(state, run.data.test))
         if run.trainer.objective.n_rates:
             # the monitor of multi-rate training: mean over its training rates
@@ -568,7 +731,9 @@ def load_checkpoint(
             cfg = cfg.replace(target_rate=rate)
         ds = load_dataset(cfg.dataset, data_dir, seed=cfg.data_seed)
         run = Run(cfg, ds)
-        state, record = ckpt.restore(run.initial_state)
+        fine_tuning = run.finetune_epoch is not None and record["epoch"] >= run.finetune_epoch
+        template = run.finetune_template() if fine_tuning else run.initial_state
+        state, record = ckpt.restore(template)
     finally:
         ckpt.close()
     return run, state, record
@@ -585,6 +750,6 @@ def evaluate_checkpoint(
     refuses a rate different from its own.
     """
     run, state, record = load_checkpoint(path, data_dir=data_dir, rate=rate)
-    result, _ = summarize(run, state, record["history"])
+    result, _ = summarize(run, state, record["history"], record.get("export"))
     result["epochs_trained"] = record["epoch"]
     return result

@@ -82,10 +82,12 @@ class Split(NamedTuple):
 
 
 class FoldData(NamedTuple):
-    """Train and test splits of one fold (or, with a leading axis, of all folds)."""
+    """Train and test splits of one fold (or, with a leading axis, of all folds), and the
+    validation part held out of the training split (None when none is held out)."""
 
     train: Split
     test: Split
+    val: Split | None = None
 
 
 class Context(NamedTuple):

@@ -43,6 +43,7 @@ def ctf(
     lam: float = 1e4,
     warmup: float = 0.5,
     hold: bool = True,
+    zero_floor: bool = False,
 ) -> PruningMethod:
     """The CTF method of SPEC §1.
 
@@ -55,6 +56,8 @@ def ctf(
       (`shared.ramp_rate`; 0 = the SPEC's constant target).
     hold: keep κ at kappa_start during the warmup and anneal it over the remaining steps, so
       the masks harden only once the budget has its final target.
+    zero_floor: rescale the band-stop so it is exactly 0 at Ŵ = 0 at every temperature
+      (`shared.band_stop`); without it the budget is out of reach while κ is high.
 
     aux = {path: a_ℓ (scalar)}; masks = {path: ψ_ℓ of Ŵ_ℓ's shape, (G, I, O) or (I, O)}.
     """
@@ -81,7 +84,7 @@ def ctf(
             threshold = aux[name]
             # SPEC §1: Hadamard product of the enabled factors, one band-stop each.
             factors = [
-                band_stop(group_rms(w_gio, kind), threshold, kappa * threshold)
+                band_stop(group_rms(w_gio, kind), threshold, kappa * threshold, zero_floor)
                 for kind in granularities
             ]
             psi = factors[0]

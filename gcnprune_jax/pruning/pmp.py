@@ -51,6 +51,7 @@ from gcnprune_jax.pruning.shared import anneal, band_stop, held_anneal, ramp_rat
 
 PRIORS = ("gaussian", "laplace", "uniform")
 ALIGNMENTS = ("wasserstein", "kl")
+PRIOR_SCOPES = ("tensor", "global")
 DEFAULT_RATES = (0.5, 0.7, 0.9, 0.95, 0.98, 0.99)
 
 # Standard deviation of each prior per unit of its scale parameter s.
@@ -213,8 +214,11 @@ def _build(
     bandwidth: float | None,
     mu_end: float | None = None,
     redraw: bool = False,
+    scope: str = "tensor",
 ) -> PruningMethod:
     _check_prior(prior)
+    if scope not in PRIOR_SCOPES:
+        raise ConfigError(f"{name}.scope must be one of {PRIOR_SCOPES}, got {scope!r}")
     if alignment not in ALIGNMENTS:
         raise ConfigError(f"{name}.alignment must be one of {ALIGNMENTS}, got {alignment!r}")
     if not mu >= 0:
@@ -235,12 +239,21 @@ def _build(
     if bandwidth is not None and not bandwidth > 0:
         raise ConfigError(f"{name}.bandwidth must be > 0, got {bandwidth}")
 
-    def init(latent: Params, key: jax.Array) -> dict[str, jax.Array]:
-        del key  # deterministic: the priors' scales come from the initial weights
+    def init_scales(latent: Params) -> dict[str, jax.Array]:
+        leaves = prunable_leaves(latent)
+        if scope == "global":  # one prior over every prunable entry: the pooled init rms
+            pooled = sum(jnp.sum(jnp.square(w)) for w in leaves.values())
+            n = sum(w.size for w in leaves.values())
+            s = prior_scale(prior, jnp.sqrt(pooled / max(n, 1)))
+            return {path: s for path in leaves}
         return {
             path: prior_scale(prior, jnp.sqrt(jnp.mean(jnp.square(w))))
-            for path, w in prunable_leaves(latent).items()
+            for path, w in leaves.items()
         }
+
+    def init(latent: Params, key: jax.Array) -> dict[str, jax.Array]:
+        del key  # deterministic: the priors' scales come from the initial weights
+        return init_scales(latent)
 
     def mask(latent: Params, aux: dict[str, jax.Array], ctx: MaskContext) -> Masks:
         kappa = held_anneal(ctx.step, ctx.total_steps, kappa_start, kappa_end, warmup)
@@ -260,7 +273,18 @@ def _build(
 
     def penalty(latent: Params, aux: dict[str, jax.Array], ctx: MaskContext, masks: Masks):
         del masks  # alignment only: no budget term (SPEC §4)
-        terms = [divergence(w, aux[path]) for path, w in prunable_leaves(latent).items()]
+        leaves = prunable_leaves(latent)
+        if scope == "global" and leaves:
+            # one distribution over all entries; x the tensor count, so μ weighs it as the
+            # per-tensor sum of the "tensor" scope
+            flat = jnp.concatenate([jnp.ravel(w) for w in leaves.values()])
+            scale = aux[next(iter(leaves))]
+            return (
+                alignment_weight(mu, mu_end, ctx.step, ctx.total_steps)
+                * len(leaves)
+                * divergence(flat, scale)
+            )
+        terms = [divergence(w, aux[path]) for path, w in leaves.items()]
         if not terms:
             return jnp.float32(0.0)
         return alignment_weight(mu, mu_end, ctx.step, ctx.total_steps) * sum(terms[1:], terms[0])
@@ -273,9 +297,10 @@ def _build(
         fold 1 at r = 0.98 it gave 14.5% against 58% without (one run each)."""
         leaves = prunable_leaves(latent)
         keys = dict(zip(leaves, jax.random.split(key, max(len(leaves), 1)), strict=False))
+        scales = init_scales(latent)
         draws = {}
         for path, w in leaves.items():
-            s = prior_scale(prior, jnp.sqrt(jnp.mean(jnp.square(w))))
+            s = scales[path]
             if prior == "gaussian":
                 z = jax.random.normal(keys[path], w.shape, w.dtype)
             elif prior == "laplace":
@@ -320,6 +345,7 @@ def pmp(
     bins: int = 64,
     bandwidth: float | None = None,
     mu_end: float | None = None,
+    scope: str = "tensor",
 ) -> PruningMethod:
     """The PMP method of SPEC §4.
 
@@ -334,12 +360,26 @@ def pmp(
       from 0 over the same fraction (`shared.ramp_rate`). Default 0: SBU fold 1 at r = 0.98
       gave 58% without and 25% with warmup 0.5.
     bins, bandwidth: the histogram of alignment "kl" (ignored by "wasserstein").
+    scope: "tensor" (one prior per tensor: every tensor pruned at rate r) or "global" (one
+      prior over all prunable entries, scaled by their pooled init rms, aligned as one
+      distribution: one threshold a(r) for the network, which allocates the rate across
+      tensors by magnitude; docs/methods.md, "PMP allocation").
 
     aux = {path: s_ℓ, the prior's scale parameter}; masks = {path: band_stop(Ŵ_ℓ, a_ℓ(r),
     κ_t a_ℓ(r))} with r = ctx.target_rate (may be traced or vmapped).
     """
     return _build(
-        "pmp", prior, alignment, mu, kappa_start, kappa_end, warmup, bins, bandwidth, mu_end
+        "pmp",
+        prior,
+        alignment,
+        mu,
+        kappa_start,
+        kappa_end,
+        warmup,
+        bins,
+        bandwidth,
+        mu_end,
+        scope=scope,
     )
 
 
@@ -354,6 +394,7 @@ def mrmp(
     bins: int = 64,
     bandwidth: float | None = None,
     mu_end: float | None = None,
+    scope: str = "tensor",
 ) -> PruningMethod:
     """The MRMP method of SPEC §5: PMP on one latent pytree trained for many rates.
 
@@ -365,7 +406,17 @@ def mrmp(
     """
     check_rates(rates, "mrmp.rates")
     return _build(
-        "mrmp", prior, alignment, mu, kappa_start, kappa_end, warmup, bins, bandwidth, mu_end
+        "mrmp",
+        prior,
+        alignment,
+        mu,
+        kappa_start,
+        kappa_end,
+        warmup,
+        bins,
+        bandwidth,
+        mu_end,
+        scope=scope,
     )
 
 

@@ -52,8 +52,18 @@ def from_gio(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     return x.reshape(shape)
 
 
-def band_stop(x: ArrayLike, threshold: ArrayLike, temperature: ArrayLike) -> jax.Array:
+def band_stop(
+    x: ArrayLike, threshold: ArrayLike, temperature: ArrayLike, zero_floor: bool = False
+) -> jax.Array:
     """The band-stop b_{a,τ}(x) = s((x − a)/τ) + s((−x − a)/τ) of SPEC §0, entry-wise.
+
+    zero_floor: return (b − b(0)) / (1 − b(0)) instead, with b(0) = 2 s(−a/τ) the band-stop's
+      floor. The plain b never falls below b(0) (0.24 at τ = 0.5 a), so a soft budget of more
+      than 1 − b(0) pruned is out of reach while the temperature is high: the budget loss
+      then drives every weight deep into the stop band, and once τ anneals the soft rate
+      overshoots the target (docs/methods.md, "zero floor"). The rescaled band-stop is 0 at
+      x = 0 for every τ, still in [0, 1], even and monotone in |x|, and tends to the same hard
+      mask 1[|x| > a] as τ → 0 (b(0) → 0).
 
     x: any shape; threshold a > 0 and temperature τ > 0 broadcast against it (SPEC §0 takes
     τ = κ · a, so callers pass `kappa * threshold`). Returns x's shape, values in [0, 1]:
@@ -64,9 +74,13 @@ def band_stop(x: ArrayLike, threshold: ArrayLike, temperature: ArrayLike) -> jax
     gradients stay finite for any τ > 0 (the gradient peaks at 1/(4τ) on the band edge).
     """
     x = jnp.asarray(x)
-    return jax.nn.sigmoid((x - threshold) / temperature) + jax.nn.sigmoid(
+    b = jax.nn.sigmoid((x - threshold) / temperature) + jax.nn.sigmoid(
         (-x - threshold) / temperature
     )
+    if not zero_floor:
+        return b
+    floor = 2.0 * jax.nn.sigmoid(-jnp.asarray(threshold) / temperature)
+    return jnp.clip((b - floor) / (1.0 - floor), 0.0, 1.0)
 
 
 def _safe_rms(x: jax.Array, axis: tuple[int, ...]) -> jax.Array:

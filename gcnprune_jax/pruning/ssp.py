@@ -187,6 +187,7 @@ def ssp(
     budget_on_gates: bool = False,
     rank_on_weights: bool = False,
     rank_form: str = "normalized",
+    zero_floor: bool = False,
 ) -> PruningMethod:
     """The SSP method of SPEC §2.
 
@@ -210,6 +211,8 @@ def ssp(
       nuclear norm shrinks as masks empty, so on the weights it acts as a second sparsity
       term that fights the budget (measured on synthetic data at r = 0.9, β = 5: soft rate
       0.979); on the gates alone it only arbitrates between granularities.
+    zero_floor: rescale the band-stop so it is exactly 0 at Ŵ = 0 at every temperature
+      (`shared.band_stop`); without it the budget is out of reach while κ is high.
 
     aux = ({path: a_ℓ}, {path: θ_ℓ (G, 4)}), θ initialized to 0 (all granularities equal).
     """
@@ -257,7 +260,7 @@ def ssp(
             )
             z = gated_magnitude(w_gio, pi)
             a = thresholds[name]
-            masks[name] = from_gio(band_stop(z, a, kappa * a), jnp.shape(w))
+            masks[name] = from_gio(band_stop(z, a, kappa * a, zero_floor), jnp.shape(w))
         return masks
 
     def mask(latent: Params, aux: Any, ctx: MaskContext) -> Masks:

@@ -60,6 +60,7 @@ def tcmp(
     warmup: float = 0.5,
     hold: bool = True,
     tau_h: float = 0.1,
+    zero_floor: bool = False,
 ) -> PruningMethod:
     """The TCMP method of SPEC §3 for the GCN `model` on graphs of `n_nodes` nodes.
 
@@ -74,6 +75,8 @@ def tcmp(
       (`shared.ramp_rate`; 0 = the SPEC's constant target).
     hold: keep κ at kappa_start during the warmup, then anneal (as CTF).
     tau_h: τ_h of the soft saturation h(x) = 1 − exp(−x / τ_h) of the supervisory networks.
+    zero_floor: rescale the band-stop so it is exactly 0 at Ŵ = 0 at every temperature
+      (`shared.band_stop`); without it the budget is out of reach while κ is high.
 
     aux = {path: a_ℓ (scalar)}; masks = {path: M̃_ℓ of Ŵ_ℓ's shape}; export =
     `consistent_export` for this model (zero dangling connections).
@@ -97,7 +100,7 @@ def tcmp(
         )
         # SPEC §3: entry-wise magnitude mask, then only accessible and co-accessible entries.
         magnitude = {
-            name: band_stop(w, aux[name], kappa * aux[name])
+            name: band_stop(w, aux[name], kappa * aux[name], zero_floor)
             for name, w in prunable_leaves(latent).items()
         }
         return gcn_consistent(magnitude, model, n_nodes=n_nodes, h=saturation)

@@ -36,16 +36,18 @@ VAL_FRACTION = 0.2
 # first variant of each method is the current default. zf: the zero-floor band-stop;
 # ft: fine-tuning with the exported masks fixed for the last 30% of the epochs; k02: CTF's
 # temperature and budget weight (κ_0 = 0.2, λ = 1e3) instead of TCMP's own (0.5, 3e3);
-# global: one PMP prior over the whole network instead of one per tensor.
+# global: one PMP prior over the whole network instead of one per tensor; bc: the budget
+# controller (a trained common threshold factor that meets the budget).
 _ZF = ["pruning.zero_floor=true"]
 _FT = ["pruning.finetune=0.3"]
 _K02 = ["pruning.kappa_start=0.2", "pruning.budget_lambda=1000.0"]
 _GLOBAL = ['pruning.prior_scope="global"']
+_BC = ["pruning.budget_control=true"]
 VARIANTS: dict[str, dict[str, list[str]]] = {
     "dense": {"default": []},
     "magnitude": {"default": []},
     "ctf": {"default": [], "zf": _ZF, "ft": _FT, "zf+ft": _ZF + _FT},
-    "ssp": {"default": [], "zf": _ZF, "ft": _FT, "zf+ft": _ZF + _FT},
+    "ssp": {"default": [], "zf": _ZF, "ft": _FT, "zf+ft": _ZF + _FT, "zf+bc+ft": _ZF + _BC + _FT},
     "tcmp": {
         "default": [],
         "zf": _ZF,
@@ -53,6 +55,8 @@ VARIANTS: dict[str, dict[str, list[str]]] = {
         "zf+ft": _ZF + _FT,
         "zf+k02": _ZF + _K02,
         "zf+k02+ft": _ZF + _K02 + _FT,
+        "zf+bc": _ZF + _BC,
+        "zf+bc+ft": _ZF + _BC + _FT,
     },
     "pmp": {"default": [], "global": _GLOBAL, "ft": _FT, "global+ft": _GLOBAL + _FT},
     "mrmp": {"default": [], "global": _GLOBAL},
@@ -82,12 +86,16 @@ def trial_id(method: str, variant: str, rate: float) -> str:
     return f"{method}/{variant}/r{rate:g}"
 
 
-def trials(methods: list[str], rates: tuple[float, ...]) -> list[dict[str, Any]]:
+def trials(
+    methods: list[str], rates: tuple[float, ...], variants: set[str] | None = None
+) -> list[dict[str, Any]]:
     """Every (method, variant, rate) to run; MRMP's trainings are listed once per variant
-    (rate "train"), dense once (rate 0)."""
+    (rate "train"), dense once (rate 0). variants: only these names (None: all)."""
     out = []
     for method in methods:
         for variant, overrides in VARIANTS[method].items():
+            if variants is not None and variant not in variants:
+                continue
             if method == "dense":
                 out.append({"method": method, "variant": variant, "rate": 0.0, "set": overrides})
                 continue
@@ -202,7 +210,7 @@ def write_report(dataset: str, rows: dict[str, dict[str, Any]], path: Path, comm
         "",
         "Variants: `zf` zero-floor band-stop, `ft` fine-tuning with the exported masks fixed "
         "(last 30% of the epochs), `k02` κ_0 = 0.2 and λ = 1e3, `global` one PMP prior over "
-        "the whole network.",
+        "the whole network, `bc` the budget controller.",
         "",
         "| method | variant | " + " | ".join(f"val @ {r:g}" for r in rates) + " | mean | "
         "soft rate (per rate) | crisp fraction | rounding changed | structured FLOPs / dense | "
@@ -252,6 +260,7 @@ def main() -> None:
     parser.add_argument("--dataset", choices=sorted(DATASET_SETTINGS), required=True)
     parser.add_argument("--methods", default=",".join(VARIANTS), help="comma-separated")
     parser.add_argument("--rates", default=",".join(map(str, RATES)))
+    parser.add_argument("--variants", help="comma-separated variant names (default: all)")
     parser.add_argument("--workers", type=int, default=1, help="parallel trial processes")
     parser.add_argument("--runs", default="runs/tune", help="trial run directories")
     parser.add_argument(
@@ -268,7 +277,8 @@ def main() -> None:
     rows = read_ledger(ledger)
     if not args.report_only:
         todo = []
-        for t in trials(methods, rates):
+        only = set(args.variants.split(",")) if args.variants else None
+        for t in trials(methods, rates, only):
             ids = [
                 trial_id(t["method"], t["variant"], r)
                 for r in (rates if t["rate"] is None else [t["rate"]])

@@ -190,6 +190,17 @@ def _add_pruning_options(p: argparse.ArgumentParser) -> None:
         help="ctf/ssp/tcmp: band-stop rescaled to be exactly 0 at W = 0 at every temperature",
     )
     g.add_argument(
+        "--budget-control",
+        action=argparse.BooleanOptionalAction,
+        help="ctf/ssp/tcmp: a trained common threshold factor driven by the budget's excess "
+        "(meets the budget exactly)",
+    )
+    g.add_argument(
+        "--control-speed",
+        type=float,
+        help="ctf/ssp/tcmp: how fast the budget controller's threshold factor moves",
+    )
+    g.add_argument(
         "--finetune",
         type=float,
         help="ctf/ssp/tcmp/pmp: fraction of the epochs spent fine-tuning with the exported "

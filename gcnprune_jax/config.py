@@ -68,6 +68,12 @@ class PruningConfig:
     zero_floor: CTF, SSP and TCMP use the band-stop rescaled to be exactly 0 at Ŵ = 0
       (`pruning.shared.band_stop`): the plain one's floor 2 s(−1/κ) puts a soft budget of
       more than 1 − 2 s(−1/κ) pruned out of reach while κ is high (docs/methods.md).
+    budget_control: CTF, SSP and TCMP multiply every threshold by a common factor
+      exp(control_speed · θ), θ a trained scalar whose gradient is the budget's relative
+      excess (an integral controller, `pruning.shared.budget_control_term`): the soft count
+      then meets the budget instead of stopping where the budget loss's pull equals the
+      cross-entropy's. control_speed: θ moves about one learning rate per step under Adam,
+      so the factor changes by about control_speed x lr per step.
     finetune: the learned methods (ctf, ssp, tcmp, pmp) train their soft masks for the
       first 1 − finetune of the epochs, export the crisp masks at the target rate, and
       fine-tune the weights with those masks fixed for the rest (same total epochs as every
@@ -99,6 +105,8 @@ class PruningConfig:
     gate_tau_end: float = 0.01
     gate_scale: float = 10.0
     zero_floor: bool = False
+    budget_control: bool = False
+    control_speed: float = 10.0
     finetune: float = 0.0
     prior_scope: str = "tensor"
 
@@ -112,6 +120,8 @@ class PruningConfig:
             "budget_lambda",
             "budget_warmup",
             "zero_floor",
+            "budget_control",
+            "control_speed",
             "finetune",
         )
         prior = ("prior", "alignment", "mu", "mu_end", "kappa_start", "kappa_end", "prior_scope")
@@ -188,6 +198,8 @@ class PruningConfig:
             )
         if not self.gate_scale > 0:
             raise ConfigError(f"pruning.gate_scale must be > 0, got {self.gate_scale}")
+        if not self.control_speed > 0:
+            raise ConfigError(f"pruning.control_speed must be > 0, got {self.control_speed}")
         if not 0.0 <= self.finetune < 1.0:
             raise ConfigError(f"pruning.finetune must be in [0, 1), got {self.finetune}")
         if self.prior_scope not in PRIOR_SCOPES:

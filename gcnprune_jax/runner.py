@@ -172,6 +172,8 @@ def _method_hyper(cfg: RunConfig, n_nodes: int) -> dict[str, Any]:
         "warmup": p.budget_warmup,
         "hold": p.kappa_hold,
         "zero_floor": p.zero_floor,
+        "control": p.budget_control,
+        "control_speed": p.control_speed,
     }
     prior = {
         "prior": p.prior,

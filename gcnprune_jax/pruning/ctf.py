@@ -9,6 +9,7 @@ CE(W) + L_budget. Granularities can be switched off for the ablations ("entry" o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,12 +27,14 @@ from gcnprune_jax.pruning.shared import (
     GRANULARITIES,
     as_gio,
     band_stop,
+    budget_control_term,
     check_budget_options,
     from_gio,
     group_rms,
     held_anneal,
     init_threshold,
     ramped_budget_loss,
+    threshold_factor,
 )
 
 
@@ -44,6 +47,8 @@ def ctf(
     warmup: float = 0.5,
     hold: bool = True,
     zero_floor: bool = False,
+    control: bool = False,
+    control_speed: float = 10.0,
 ) -> PruningMethod:
     """The CTF method of SPEC §1.
 
@@ -58,6 +63,9 @@ def ctf(
       the masks harden only once the budget has its final target.
     zero_floor: rescale the band-stop so it is exactly 0 at Ŵ = 0 at every temperature
       (`shared.band_stop`); without it the budget is out of reach while κ is high.
+    control: the budget controller (`shared.budget_control_term`): every threshold is
+      a_ℓ · exp(control_speed · θ), θ a trained scalar driven to meet the budget exactly.
+      aux is then (thresholds, {"shift": θ}) with θ trained (`trainable_aux`).
 
     aux = {path: a_ℓ (scalar)}; masks = {path: ψ_ℓ of Ŵ_ℓ's shape, (G, I, O) or (I, O)}.
     """
@@ -70,18 +78,22 @@ def ctf(
         )
     check_budget_options("ctf", alpha, kappa_start, kappa_end, lam, warmup)
 
-    def init(latent: Params, key: jax.Array) -> dict[str, jax.Array]:
+    def init(latent: Params, key: jax.Array) -> Any:
         del key  # deterministic: thresholds come from the initial weights (SPEC §0)
-        return {name: init_threshold(w, alpha) for name, w in prunable_leaves(latent).items()}
+        thresholds = {name: init_threshold(w, alpha) for name, w in prunable_leaves(latent).items()}
+        return (thresholds, {"shift": jnp.zeros((), jnp.float32)}) if control else thresholds
 
-    def mask(latent: Params, aux: dict[str, jax.Array], ctx: MaskContext) -> Masks:
+    def mask(latent: Params, aux: Any, ctx: MaskContext) -> Masks:
+        scale = 1.0
+        if control:
+            aux, scale = aux[0], threshold_factor(aux[1]["shift"], control_speed)
         kappa = held_anneal(
             ctx.step, ctx.total_steps, kappa_start, kappa_end, warmup if hold else 0.0
         )
         masks = {}
         for name, w in prunable_leaves(latent).items():
             w_gio = as_gio(w)  # (G, I, O)
-            threshold = aux[name]
+            threshold = aux[name] * scale
             # SPEC §1: Hadamard product of the enabled factors, one band-stop each.
             factors = [
                 band_stop(group_rms(w_gio, kind), threshold, kappa * threshold, zero_floor)
@@ -93,11 +105,16 @@ def ctf(
             masks[name] = from_gio(psi, jnp.shape(w))
         return masks
 
-    def penalty(latent: Params, aux: object, ctx: MaskContext, masks: Masks) -> jax.Array:
-        del latent, aux
-        return ramped_budget_loss(masks, ctx.target_rate, ctx.step, ctx.total_steps, warmup, lam)
+    def penalty(latent: Params, aux: Any, ctx: MaskContext, masks: Masks) -> jax.Array:
+        del latent
+        loss = ramped_budget_loss(masks, ctx.target_rate, ctx.step, ctx.total_steps, warmup, lam)
+        if control:
+            loss = loss + budget_control_term(
+                aux[1]["shift"], masks, ctx.target_rate, ctx.step, ctx.total_steps, warmup
+            )
+        return loss
 
-    return PruningMethod("ctf", init, mask, penalty)
+    return PruningMethod("ctf", init, mask, penalty, trainable_aux=control)
 
 
 register("ctf", ctf)

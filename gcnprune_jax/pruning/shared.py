@@ -23,6 +23,8 @@ from jax.typing import ArrayLike
 from gcnprune_jax.errors import ConfigError
 
 GRANULARITIES = ("entry", "row", "column", "channel")
+# Relative budget excess at which the controller's signal saturates (`budget_control_term`).
+_CONTROL_DEADBAND = 1e-3
 
 # Axes of the (G, I, O) view that each group statistic reduces over (SPEC §0, group statistics).
 _GROUP_AXES = {"row": (2,), "column": (1,), "channel": (1, 2)}
@@ -203,6 +205,43 @@ def ramped_budget_loss(
     n_total = sum(m.size for m in soft_masks.values())
     rate = ramp_rate(target_rate, step, total_steps, warmup)
     return budget_loss(soft_masks, rate, n_total, lam)
+
+
+def threshold_factor(shift: ArrayLike, speed: float) -> jax.Array:
+    """The budget controller's common threshold factor t = exp(speed · θ) (θ: the trained
+    scalar `shift`, 0 at init). Masks use a_ℓ · t; no gradient flows back through t (θ is
+    driven by `budget_control_term` alone)."""
+    return jnp.exp(speed * jax.lax.stop_gradient(jnp.asarray(shift, jnp.float32)))
+
+
+def budget_control_term(
+    shift: ArrayLike,
+    soft_masks: Mapping[str, jax.Array],
+    target_rate: ArrayLike,
+    step: ArrayLike,
+    total_steps: ArrayLike,
+    warmup: float,
+) -> jax.Array:
+    """A zero-valued loss term whose gradient on θ = `shift` is −e, with
+    e = (Σ_ℓ Σ ψ_ℓ − c_t) / N the budget's relative excess at the ramped target c_t
+    (`ramp_rate`). A descent step on θ therefore raises the common threshold factor
+    (`threshold_factor`) while more than c_t is kept, and lowers it while less is: an
+    integral controller that removes the steady-state miss of the quadratic budget loss
+    (whose minimum sits where its pull equals the cross-entropy's, short of c_t), and whose
+    action does not depend on weights reaching the stop band's narrow edge once the
+    temperature is low (docs/methods.md, "budget controller"). Its value is exactly 0, so
+    the loss that the learning-rate rule watches is unchanged.
+    """
+    n_total = sum(m.size for m in soft_masks.values())
+    kept = sum(jnp.sum(m) for m in soft_masks.values())
+    rate = ramp_rate(target_rate, step, total_steps, warmup)
+    excess = jax.lax.stop_gradient((kept - (1.0 - rate) * n_total) / n_total)
+    # tanh(e / δ): about ±1 beyond δ = 1e-3 (0.1% of N), linear inside. Adam divides by the
+    # gradient's running rms, whose memory is long: raw e, large while the target ramps and
+    # small near the end, would leave the late corrections at a few percent of a step.
+    signal = jnp.tanh(excess / _CONTROL_DEADBAND)
+    theta = jnp.asarray(shift, jnp.float32)
+    return -(theta - jax.lax.stop_gradient(theta)) * signal
 
 
 def keep_count(n_total: int, target_rate: float) -> int:

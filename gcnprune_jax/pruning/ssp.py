@@ -46,6 +46,7 @@ from gcnprune_jax.pruning.shared import (
     ExportResult,
     as_gio,
     band_stop,
+    budget_control_term,
     check_budget_options,
     from_gio,
     group_rms,
@@ -53,6 +54,7 @@ from gcnprune_jax.pruning.shared import (
     init_threshold,
     keep_count,
     ramped_budget_loss,
+    threshold_factor,
 )
 
 # Gate index k of each granularity: γ_g[k] is the logit of KINDS[k].
@@ -188,6 +190,8 @@ def ssp(
     rank_on_weights: bool = False,
     rank_form: str = "normalized",
     zero_floor: bool = False,
+    control: bool = False,
+    control_speed: float = 10.0,
 ) -> PruningMethod:
     """The SSP method of SPEC §2.
 
@@ -213,6 +217,8 @@ def ssp(
       0.979); on the gates alone it only arbitrates between granularities.
     zero_floor: rescale the band-stop so it is exactly 0 at Ŵ = 0 at every temperature
       (`shared.band_stop`); without it the budget is out of reach while κ is high.
+    control, control_speed: the budget controller, as in CTF (`pruning.ctf.ctf`); the
+      trained state is then {"gates": {path: θ_ℓ}, "shift": θ} instead of {path: θ_ℓ}.
 
     aux = ({path: a_ℓ}, {path: θ_ℓ (G, 4)}), θ initialized to 0 (all granularities equal).
     """
@@ -236,7 +242,12 @@ def ssp(
             name: jnp.zeros((as_gio(w).shape[0], len(KINDS)), jnp.float32)
             for name, w in leaves.items()
         }
+        if control:
+            return thresholds, {"gates": gates, "shift": jnp.zeros((), jnp.float32)}
         return thresholds, gates
+
+    def gates_of(trained: Any) -> Any:
+        return trained["gates"] if control else trained
 
     def gate_temperature(ctx: MaskContext) -> jax.Array:
         return held_anneal(
@@ -246,7 +257,9 @@ def ssp(
     def masks_with(
         latent: Params, aux: Any, ctx: MaskContext, gates_grad: bool, weights_grad: bool
     ) -> Masks:
-        thresholds, gates = aux
+        thresholds, trained = aux
+        gates = gates_of(trained)
+        factor = threshold_factor(trained["shift"], control_speed) if control else 1.0
         kappa = held_anneal(
             ctx.step, ctx.total_steps, kappa_start, kappa_end, warmup if hold else 0.0
         )
@@ -259,7 +272,7 @@ def ssp(
                 logits if gates_grad else jax.lax.stop_gradient(logits), tau_gate
             )
             z = gated_magnitude(w_gio, pi)
-            a = thresholds[name]
+            a = thresholds[name] * factor
             masks[name] = from_gio(band_stop(z, a, kappa * a, zero_floor), jnp.shape(w))
         return masks
 
@@ -275,6 +288,10 @@ def ssp(
         if beta > 0:
             rank_masks = masks if rank_on_weights else masks_with(latent, aux, ctx, True, False)
             loss = loss + beta * rank_surrogate(rank_masks, rank_form)
+        if control:
+            loss = loss + budget_control_term(
+                aux[1]["shift"], masks, ctx.target_rate, ctx.step, ctx.total_steps, warmup
+            )
         return loss
 
     def export(
@@ -284,7 +301,7 @@ def ssp(
         *,
         aux: Any,
     ) -> ExportResult:
-        return gated_export(soft_masks, latents, target_rate, chosen_kinds(aux[1]))
+        return gated_export(soft_masks, latents, target_rate, chosen_kinds(gates_of(aux[1])))
 
     return PruningMethod("ssp", init, mask, penalty, export, trainable_aux=True)
 

@@ -12,6 +12,7 @@ connections and, whenever possible, exactly c = keep_count(N, r) kept entries.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,11 +32,13 @@ from gcnprune_jax.pruning.api import (
 from gcnprune_jax.pruning.shared import (
     ExportResult,
     band_stop,
+    budget_control_term,
     check_budget_options,
     held_anneal,
     init_threshold,
     keep_count,
     ramped_budget_loss,
+    threshold_factor,
 )
 from gcnprune_jax.topology import (
     check_gcn_masks,
@@ -61,6 +64,8 @@ def tcmp(
     hold: bool = True,
     tau_h: float = 0.1,
     zero_floor: bool = False,
+    control: bool = False,
+    control_speed: float = 10.0,
 ) -> PruningMethod:
     """The TCMP method of SPEC §3 for the GCN `model` on graphs of `n_nodes` nodes.
 
@@ -77,6 +82,7 @@ def tcmp(
     tau_h: τ_h of the soft saturation h(x) = 1 − exp(−x / τ_h) of the supervisory networks.
     zero_floor: rescale the band-stop so it is exactly 0 at Ŵ = 0 at every temperature
       (`shared.band_stop`); without it the budget is out of reach while κ is high.
+    control, control_speed: the budget controller, as in CTF (`pruning.ctf.ctf`).
 
     aux = {path: a_ℓ (scalar)}; masks = {path: M̃_ℓ of Ŵ_ℓ's shape}; export =
     `consistent_export` for this model (zero dangling connections).
@@ -90,32 +96,45 @@ def tcmp(
         raise ConfigError(f"tcmp.tau_h must be > 0, got {tau_h}")
     saturation = soft_saturation(tau_h)
 
-    def init(latent: Params, key: jax.Array) -> dict[str, jax.Array]:
+    def init(latent: Params, key: jax.Array) -> Any:
         del key  # deterministic: thresholds come from the initial weights (SPEC §0)
-        return {name: init_threshold(w, alpha) for name, w in prunable_leaves(latent).items()}
+        thresholds = {name: init_threshold(w, alpha) for name, w in prunable_leaves(latent).items()}
+        return (thresholds, {"shift": jnp.zeros((), jnp.float32)}) if control else thresholds
 
-    def mask(latent: Params, aux: dict[str, jax.Array], ctx: MaskContext) -> Masks:
+    def mask(latent: Params, aux: Any, ctx: MaskContext) -> Masks:
+        factor = 1.0
+        if control:
+            aux, factor = aux[0], threshold_factor(aux[1]["shift"], control_speed)
         kappa = held_anneal(
             ctx.step, ctx.total_steps, kappa_start, kappa_end, warmup if hold else 0.0
         )
         # SPEC §3: entry-wise magnitude mask, then only accessible and co-accessible entries.
         magnitude = {
-            name: band_stop(w, aux[name], kappa * aux[name], zero_floor)
+            name: band_stop(w, aux[name] * factor, kappa * aux[name] * factor, zero_floor)
             for name, w in prunable_leaves(latent).items()
         }
         return gcn_consistent(magnitude, model, n_nodes=n_nodes, h=saturation)
 
-    def penalty(latent: Params, aux: object, ctx: MaskContext, masks: Masks) -> jax.Array:
-        del latent, aux
+    def penalty(latent: Params, aux: Any, ctx: MaskContext, masks: Masks) -> jax.Array:
+        del latent
         # Σ M̃: consistent connections only
-        return ramped_budget_loss(masks, ctx.target_rate, ctx.step, ctx.total_steps, warmup, lam)
+        loss = ramped_budget_loss(masks, ctx.target_rate, ctx.step, ctx.total_steps, warmup, lam)
+        if control:
+            loss = loss + budget_control_term(
+                aux[1]["shift"], masks, ctx.target_rate, ctx.step, ctx.total_steps, warmup
+            )
+        return loss
 
     def export(
-        soft_masks: Mapping[str, ArrayLike], latents: Mapping[str, ArrayLike], target_rate: float
+        soft_masks: Mapping[str, ArrayLike],
+        latents: Mapping[str, ArrayLike],
+        target_rate: float,
+        aux: Any = None,
     ) -> ExportResult:
+        del aux  # the soft masks already carry the controller's threshold
         return consistent_export(soft_masks, latents, target_rate, cfg=model, n_nodes=n_nodes)
 
-    return PruningMethod("tcmp", init, mask, penalty, export)
+    return PruningMethod("tcmp", init, mask, penalty, export, trainable_aux=control)
 
 
 class _Network:

@@ -352,8 +352,14 @@ def test_tcmp_defaults_come_from_the_method_and_options_override_them():
     from gcnprune_jax.cli import build_parser, config_from_args
     from gcnprune_jax.config import default_config, method_defaults
 
-    assert method_defaults("tcmp") == {"kappa_start": 0.5, "budget_lambda": 3e3}
-    assert method_defaults("ctf") == {}
+    assert method_defaults("tcmp") == {
+        "kappa_start": 0.5,
+        "budget_lambda": 3e3,
+        "zero_floor": True,
+        "budget_control": True,
+        "finetune": 0.3,
+    }
+    assert method_defaults("ctf") == {"zero_floor": True}
     assert default_config("sbu", "tcmp").pruning.kappa_start == 0.5
     assert default_config("sbu", "ctf").pruning.kappa_start == 0.2
     parse = build_parser().parse_args

@@ -231,23 +231,33 @@ def sweep(
       once from `data_dir` with the first config's data_seed).
     mesh: default `device_mesh()`, all visible devices.
 
-    All runs go through `runs[0].trainer.train_chunk` over `runs[0].chunks(0)`, i.e. the
-    epochs of a fresh `run_training` (no checkpoints); magnitude / structured pruning's
-    `run.prune` is applied per run, on the host, at the pruning epoch.
+    All runs go through `runs[0].trainer_for(epoch).train_chunk` over `runs[0].chunks(0)`,
+    i.e. the epochs of a fresh `run_training` (no checkpoints); magnitude / structured
+    pruning's `run.prune`, and a fine-tuned learned method's `run.fix_masks`, are applied
+    per run, on the host, at their epoch.
     """
     runs = _build_runs(cfgs_or_runs, dataset, data_dir)
     mesh = device_mesh() if mesh is None else mesh
     stacked = stack_runs(runs, mesh)
-    trainer, lead = runs[0].trainer, runs[0]
+    lead = runs[0]
     state, data, sizes = stacked.state, stacked.data, stacked.sizes
     chunk_metrics = []
     for first, last in lead.chunks(0):
+        trainer = lead.trainer_for(first)
         state, metrics = trainer.train_chunk(state, data, last - first)
         chunk_metrics.append(split_leading(metrics, sizes))
-        if last == lead.prune_epoch:
+        if last in (lead.prune_epoch, lead.finetune_epoch):
+            # magnitude / structured pruning selects its mask; a fine-tuned learned method
+            # fixes its exported masks (`Run.fix_masks`)
             pieces = split_leading(state, sizes)
-            pruned = [jax.device_get(r.prune(s)) for r, s in zip(runs, pieces, strict=True)]
-            state = shard_leading(pad_leading(concat_leading(pruned), mesh.devices.size)[0], mesh)
+            step = (
+                (lambda r, s: r.prune(s))
+                if last == lead.prune_epoch
+                else (lambda r, s: r.fix_masks(s)[0])
+            )
+            changed = [jax.device_get(step(r, s)) for r, s in zip(runs, pieces, strict=True)]
+            state = shard_leading(pad_leading(concat_leading(changed), mesh.devices.size)[0], mesh)
+    trainer = lead.trainer_for(lead.cfg.train.epochs)
     test = trainer.evaluate(state, data.test)
     metrics = [
         {k: np.concatenate([c[i][k] for c in chunk_metrics], axis=1) for k in chunk_metrics[0][i]}

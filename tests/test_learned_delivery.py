@@ -233,3 +233,18 @@ def test_method_defaults_are_the_ones_chosen_on_validation():
     assert pmp_defaults.prior_scope == "global" and pmp_defaults.finetune == 0.3
     assert default_config("synthetic", "mrmp").pruning.prior_scope == "global"
     assert default_config("synthetic", "ssp").pruning.finetune == 0.3
+
+
+def test_sharded_sweep_fixes_the_masks_of_finetuned_methods(synthetic):
+    from gcnprune_jax.sharding import seed_configs, sweep
+
+    cfg = _pruned("ctf", 0.9, epochs=4, chunk=2, finetune=0.5)
+    result = sweep(seed_configs(cfg, [0, 1]), dataset=synthetic)
+    for run, state in zip(result.runs, result.states, strict=True):
+        assert run.in_finetune(state)
+        export = run.export(state)
+        kept = sum(int(m.sum()) for m in export.masks[0].values())
+        assert kept == keep_count(sum(m.size for m in export.masks[0].values()), 0.9)
+        # the masks the state holds are the ones its network ran on during fine-tuning
+        masks = {n: np.asarray(m[0]) for n, m in state.aux.items()}
+        assert set(np.unique(np.concatenate([m.ravel() for m in masks.values()]))) <= {0.0, 1.0}

@@ -38,17 +38,26 @@ VAL_FRACTION = 0.2
 # temperature and budget weight (κ_0 = 0.2, λ = 1e3) instead of TCMP's own (0.5, 3e3);
 # global: one PMP prior over the whole network instead of one per tensor; bc: the budget
 # controller (a trained common threshold factor that meets the budget); ft50: fine-tuning
-# for the last 50% of the epochs (as magnitude pruning's prune_at = 0.5).
+# for the last 50% of the epochs (as magnitude pruning's prune_at = 0.5); ce: the consistent
+# export (no budget spent on dangling connections).
 _ZF = ["pruning.zero_floor=true"]
 _FT = ["pruning.finetune=0.3"]
 _K02 = ["pruning.kappa_start=0.2", "pruning.budget_lambda=1000.0"]
 _GLOBAL = ['pruning.prior_scope="global"']
 _BC = ["pruning.budget_control=true"]
 _FT50 = ["pruning.finetune=0.5"]
+_CE = ["pruning.consistent_export=true"]
 VARIANTS: dict[str, dict[str, list[str]]] = {
     "dense": {"default": []},
     "magnitude": {"default": []},
-    "ctf": {"default": [], "zf": _ZF, "ft": _FT, "zf+ft": _ZF + _FT},
+    "ctf": {
+        "default": [],
+        "zf": _ZF,
+        "ft": _FT,
+        "zf+ft": _ZF + _FT,
+        "zf+ce": _ZF + _CE,
+        "zf+ce+ft": _ZF + _CE + _FT,
+    },
     "ssp": {"default": [], "zf": _ZF, "ft": _FT, "zf+ft": _ZF + _FT, "zf+bc+ft": _ZF + _BC + _FT},
     "tcmp": {
         "default": [],
@@ -67,6 +76,7 @@ VARIANTS: dict[str, dict[str, list[str]]] = {
         "ft": _FT,
         "global+ft": _GLOBAL + _FT,
         "global+ft50": _GLOBAL + _FT50,
+        "global+ft+ce": _GLOBAL + _FT + _CE,
     },
     "mrmp": {"default": [], "global": _GLOBAL},
 }
@@ -244,7 +254,8 @@ def write_report(dataset: str, rows: dict[str, dict[str, Any]], path: Path, comm
         "",
         "Variants: `zf` zero-floor band-stop, `ft` fine-tuning with the exported masks fixed "
         "(last 30% of the epochs), `k02` κ_0 = 0.2 and λ = 1e3, `global` one PMP prior over "
-        "the whole network, `bc` the budget controller, `ft50` fine-tuning for the last 50%.",
+        "the whole network, `bc` the budget controller, `ft50` fine-tuning for the last 50%, "
+        "`ce` the consistent export.",
         "",
         "| method | variant | " + " | ".join(f"val @ {r:g}" for r in rates) + " | mean | "
         "soft rate (per rate) | crisp fraction | rounding changed | structured FLOPs / dense | "

@@ -207,6 +207,11 @@ def _add_pruning_options(p: argparse.ArgumentParser) -> None:
         "crisp masks fixed (0: none)",
     )
     g.add_argument(
+        "--consistent-export",
+        action=argparse.BooleanOptionalAction,
+        help="ctf/pmp/mrmp: export only connections on an input->output path (no dangling)",
+    )
+    g.add_argument(
         "--prior-scope",
         choices=("tensor", "global"),
         help="pmp/mrmp: one prior per tensor (same rate everywhere) or one over the network",

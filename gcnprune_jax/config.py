@@ -78,6 +78,10 @@ class PruningConfig:
       first 1 − finetune of the epochs, export the crisp masks at the target rate, and
       fine-tune the weights with those masks fixed for the rest (same total epochs as every
       other method); 0 = evaluate straight after the export.
+    consistent_export: CTF, PMP and MRMP export with TCMP's consistent export (SPEC §3): the
+      c best-ranked entries that lie on an input→output path, so the whole budget is spent
+      on live connections (SSP's export keeps its gates' structures instead; TCMP's is
+      consistent already).
     prior_scope: PMP/MRMP's prior: "tensor" (one prior per tensor, scaled by its init rms,
       so every tensor is pruned at the same rate r) or "global" (one prior over all
       prunable weights with the pooled init rms, one threshold a(r) for the whole network,
@@ -108,6 +112,7 @@ class PruningConfig:
     budget_control: bool = False
     control_speed: float = 10.0
     finetune: float = 0.0
+    consistent_export: bool = False
     prior_scope: str = "tensor"
 
     def fields_used(self, method: str) -> tuple[str, ...]:
@@ -124,11 +129,20 @@ class PruningConfig:
             "control_speed",
             "finetune",
         )
-        prior = ("prior", "alignment", "mu", "mu_end", "kappa_start", "kappa_end", "prior_scope")
+        prior = (
+            "prior",
+            "alignment",
+            "mu",
+            "mu_end",
+            "kappa_start",
+            "kappa_end",
+            "prior_scope",
+            "consistent_export",
+        )
         return {
             "magnitude": ("scope", "prune_at"),
             "structured": ("structure", "prune_at"),
-            "ctf": ("granularities", *schedule, "kappa_hold"),
+            "ctf": ("granularities", *schedule, "kappa_hold", "consistent_export"),
             "ssp": (
                 *schedule,
                 "kappa_hold",
@@ -252,6 +266,11 @@ class RunConfig:
             raise ConfigError(f"--rate must be in [0, 1), got {self.target_rate}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if self.pruning.consistent_export and self.method == "ssp":
+            raise ConfigError(
+                "--consistent-export: ssp's export keeps the structure each channel's gate chose; "
+                "the consistent export is for ctf, pmp and mrmp (tcmp's export is consistent)"
+            )
         if self.pruning.finetune > 0 and self.method == "mrmp":
             raise ConfigError(
                 "--finetune: mrmp serves every rate from one training, and fine-tuning would fix "

@@ -7,6 +7,7 @@ progress reporting (through a `Reporter` the caller passes in), never the math.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -29,6 +30,7 @@ from gcnprune_jax.models.gcn import build_gcn
 from gcnprune_jax.pruning import api as pruning_api
 from gcnprune_jax.pruning.baselines import BASELINES, fixed
 from gcnprune_jax.pruning.shared import exact_export, realized_rate
+from gcnprune_jax.pruning.tcmp import consistent_export
 from gcnprune_jax.topology import dangling_connections
 from gcnprune_jax.train import (
     DENSE,
@@ -426,10 +428,18 @@ class Run:
             jax.vmap(lambda lat, aux: self.method.mask(lat, aux, mask_ctx))(state.latent, state.aux)
         )
         export_fn = self.method.export or exact_export
+        custom = self.method.export is not None
+        if self.cfg.pruning.consistent_export and self.cfg.method != "tcmp":
+            # SPEC §3's export for any method: the c best-ranked entries that lie on an
+            # input→output path, so no budget is spent on dangling connections
+            export_fn = functools.partial(
+                consistent_export, cfg=self.cfg.model, n_nodes=self.ds.n_nodes
+            )
+            custom = False
         exports = []
         for f in range(n_folds):
             extra = {}
-            if self.method.trainable_aux and self.method.export is not None:
+            if self.method.trainable_aux and custom:
                 extra["aux"] = jax.tree.map(lambda a, f=f: np.asarray(a[f]), state.aux)
             fold_soft = {n: m[f] for n, m in soft.items()}
             exports.append(export_fn(fold_soft, leaves[f], self.cfg.target_rate, **extra))

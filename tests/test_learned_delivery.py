@@ -248,3 +248,15 @@ def test_sharded_sweep_fixes_the_masks_of_finetuned_methods(synthetic):
         # the masks the state holds are the ones its network ran on during fine-tuning
         masks = {n: np.asarray(m[0]) for n, m in state.aux.items()}
         assert set(np.unique(np.concatenate([m.ravel() for m in masks.values()]))) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("method", ["ctf", "pmp"])
+def test_consistent_export_leaves_no_dangling_connection(method, synthetic, tmp_path):
+    rate = 0.97
+    result = run_training(
+        _pruned(method, rate, epochs=4, consistent_export=True), tmp_path / "r", dataset=synthetic
+    )
+    assert result["dangling_connections"] == 0
+    assert result["params_kept"] == keep_count(result["params_total"], rate)
+    with pytest.raises(ConfigError, match="consistent-export"):
+        _pruned("ssp", rate, consistent_export=True)

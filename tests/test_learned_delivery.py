@@ -230,7 +230,7 @@ def test_method_defaults_are_the_ones_chosen_on_validation():
     tcmp = default_config("synthetic", "tcmp").pruning
     assert tcmp.zero_floor and tcmp.budget_control and tcmp.finetune == 0.3
     pmp_defaults = default_config("synthetic", "pmp").pruning
-    assert pmp_defaults.prior_scope == "global" and pmp_defaults.finetune == 0.3
+    assert pmp_defaults.prior_scope == "global" and pmp_defaults.finetune == 0.5
     assert default_config("synthetic", "mrmp").pruning.prior_scope == "global"
     assert default_config("synthetic", "ssp").pruning.finetune == 0.3
 

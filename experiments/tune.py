@@ -39,7 +39,8 @@ VAL_FRACTION = 0.2
 # global: one PMP prior over the whole network instead of one per tensor; bc: the budget
 # controller (a trained common threshold factor that meets the budget); ft50: fine-tuning
 # for the last 50% of the epochs (as magnitude pruning's prune_at = 0.5); ce: the consistent
-# export (no budget spent on dangling connections).
+# export (no budget spent on dangling connections); lr2: the learning-rate rule on the loss's
+# temporal derivative (--schedule adaptive2).
 _ZF = ["pruning.zero_floor=true"]
 _FT = ["pruning.finetune=0.3"]
 _K02 = ["pruning.kappa_start=0.2", "pruning.budget_lambda=1000.0"]
@@ -47,9 +48,10 @@ _GLOBAL = ['pruning.prior_scope="global"']
 _BC = ["pruning.budget_control=true"]
 _FT50 = ["pruning.finetune=0.5"]
 _CE = ["pruning.consistent_export=true"]
+_LR2 = ['train.schedule="adaptive2"']
 VARIANTS: dict[str, dict[str, list[str]]] = {
-    "dense": {"default": []},
-    "magnitude": {"default": []},
+    "dense": {"default": [], "lr2": _LR2},
+    "magnitude": {"default": [], "lr2": _LR2},
     "ctf": {
         "default": [],
         "zf": _ZF,
@@ -69,6 +71,7 @@ VARIANTS: dict[str, dict[str, list[str]]] = {
         "zf+bc": _ZF + _BC,
         "zf+bc+ft": _ZF + _BC + _FT,
         "zf+bc+ft50": _ZF + _BC + _FT50,
+        "zf+bc+ft+lr2": _ZF + _BC + _FT + _LR2,
     },
     "pmp": {
         "default": [],
@@ -77,6 +80,7 @@ VARIANTS: dict[str, dict[str, list[str]]] = {
         "global+ft": _GLOBAL + _FT,
         "global+ft50": _GLOBAL + _FT50,
         "global+ft+ce": _GLOBAL + _FT + _CE,
+        "global+ft50+lr2": _GLOBAL + _FT50 + _LR2,
     },
     "mrmp": {"default": [], "global": _GLOBAL},
 }
@@ -255,7 +259,8 @@ def write_report(dataset: str, rows: dict[str, dict[str, Any]], path: Path, comm
         "Variants: `zf` zero-floor band-stop, `ft` fine-tuning with the exported masks fixed "
         "(last 30% of the epochs), `k02` κ_0 = 0.2 and λ = 1e3, `global` one PMP prior over "
         "the whole network, `bc` the budget controller, `ft50` fine-tuning for the last 50%, "
-        "`ce` the consistent export.",
+        "`ce` the consistent export, `lr2` the learning-rate rule on the loss's temporal "
+        "derivative.",
         "",
         "| method | variant | " + " | ".join(f"val @ {r:g}" for r in rates) + " | mean | "
         "soft rate (per rate) | crisp fraction | rounding changed | structured FLOPs / dense | "

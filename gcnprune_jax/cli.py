@@ -297,7 +297,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
     t = p.add_argument_group("optimization")
     t.add_argument("--lr", type=float, dest="learning_rate")
-    t.add_argument("--schedule", choices=("adaptive", "constant", "cosine"))
+    t.add_argument(
+        "--schedule",
+        choices=("adaptive", "adaptive2", "constant", "cosine"),
+        help="adaptive: x0.99 when the loss rose, /0.99 otherwise; adaptive2: the same on the "
+        "loss's temporal derivative (docs/methods.md)",
+    )
     t.add_argument("--batch-size", type=int, help="0 = full batch")
     t.add_argument("--weight-decay", type=float)
     t.add_argument("--label-smoothing", type=float)

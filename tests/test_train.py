@@ -39,6 +39,25 @@ def test_loss_trend_rule_by_hand():
     assert scales == [1.0, 2.0, 1.0, 2.0, 4.0]
 
 
+def test_loss_curvature_rule_by_hand():
+    from gcnprune_jax.train import learning_rate, make_optimizer, scale_by_loss_curvature
+
+    tx = scale_by_loss_curvature(0.5)
+    params = {"w": jnp.ones(2)}
+    state = tx.init(params)
+    grads = {"w": jnp.ones(2)}
+    scales = []
+    # derivatives: -, -1, -2 (fell), +4 (rose), -4 (fell), +1 (rose)
+    for loss in [4.0, 3.0, 1.0, 5.0, 1.0, 2.0]:
+        updates, state = tx.update(grads, state, params, value=loss)
+        scales.append(float(updates["w"][0]))
+    assert scales == [1.0, 1.0, 2.0, 1.0, 2.0, 1.0]
+    cfg = TrainConfig(schedule="adaptive2")
+    opt = make_optimizer(cfg, 10)
+    opt_state = opt.init(params)
+    assert float(learning_rate(opt_state, cfg)) == pytest.approx(1e-3)
+
+
 def test_adaptive_optimizer_chains_with_value():
     from gcnprune_jax.train import make_optimizer
 

@@ -84,6 +84,9 @@ VARIANTS: dict[str, dict[str, list[str]]] = {
     },
     "mrmp": {"default": [], "global": _GLOBAL},
 }
+# Variants of a setting every method shares (the training schedule): measured per method, but
+# chosen for all methods at once (docs/methods.md), so never a single method's choice here.
+SHARED_VARIANTS = {"lr2"}
 # What a tuning run changes from the dataset's defaults (cheaper, and never the test split).
 DATASET_SETTINGS = {
     "sbu": {"fold": "1", "set": []},
@@ -197,6 +200,8 @@ def choose(rows: dict[str, dict[str, Any]], rates: tuple[float, ...]) -> dict[st
     for method, variants in VARIANTS.items():
         best, best_score = None, -1.0
         for variant in variants:
+            if any(part in SHARED_VARIANTS for part in variant.split("+")):
+                continue
             wanted = [0.0] if method == "dense" else list(rates)
             accs = [rows.get(trial_id(method, variant, r), {}).get("val_accuracy") for r in wanted]
             if not accs or any(a is None for a in accs):
@@ -219,6 +224,8 @@ def combined_choice(results: Path, rates: tuple[float, ...]) -> dict[str, tuple[
         wanted = [0.0] if method == "dense" else list(rates)
         best, best_score = None, -1.0
         for variant in variants:
+            if any(part in SHARED_VARIANTS for part in variant.split("+")):
+                continue
             accs = [
                 rows.get(trial_id(method, variant, r), {}).get("val_accuracy")
                 for rows in ledgers
@@ -306,7 +313,8 @@ def write_report(dataset: str, rows: dict[str, dict[str, Any]], path: Path, comm
     lines += [
         "",
         "Chosen over both datasets (mean validation accuracy over SBU and FPHA at every tuned "
-        "rate; the library's per-method defaults follow this choice): "
+        "rate; the library's per-method defaults follow this choice; `lr2`, a training "
+        "setting every method shares, is decided over all methods in docs/methods.md): "
         + ", ".join(f"{m} `{v}` ({100 * score:.2f})" for m, (v, score) in both.items())
         + ".",
         "",

@@ -244,6 +244,35 @@ def budget_control_term(
     return -(theta - jax.lax.stop_gradient(theta)) * signal
 
 
+def threshold_state(leaves: Mapping[str, ArrayLike], alpha: float, control: bool) -> Any:
+    """CTF's and TCMP's method state: {path: a_ℓ} thresholds (`init_threshold`), or, with
+    the budget controller, (thresholds, {"shift": θ = 0}) with θ trained."""
+    thresholds = {name: init_threshold(w, alpha) for name, w in leaves.items()}
+    return (thresholds, {"shift": jnp.zeros((), jnp.float32)}) if control else thresholds
+
+
+def thresholds_of(aux: Any, control: bool, speed: float) -> tuple[Any, ArrayLike]:
+    """(thresholds, common factor) of a `threshold_state`: the factor is the controller's
+    `threshold_factor`, or 1 without it."""
+    if control:
+        return aux[0], threshold_factor(aux[1]["shift"], speed)
+    return aux, 1.0
+
+
+def budget_penalty(
+    masks: Mapping[str, jax.Array], ctx: Any, warmup: float, lam: float, shift: Any = None
+) -> jax.Array:
+    """The budget term CTF, SSP and TCMP share: `ramped_budget_loss` at ctx's target rate,
+    plus the controller's `budget_control_term` when its trained θ (`shift`) is given.
+    ctx: a mask context (step, total_steps, target_rate)."""
+    loss = ramped_budget_loss(masks, ctx.target_rate, ctx.step, ctx.total_steps, warmup, lam)
+    if shift is not None:
+        loss = loss + budget_control_term(
+            shift, masks, ctx.target_rate, ctx.step, ctx.total_steps, warmup
+        )
+    return loss
+
+
 def keep_count(n_total: int, target_rate: float) -> int:
     """Target kept count c of SPEC §0: (1 − r) N rounded half up, as a Python int.
 

@@ -32,13 +32,12 @@ from gcnprune_jax.pruning.api import (
 from gcnprune_jax.pruning.shared import (
     ExportResult,
     band_stop,
-    budget_control_term,
+    budget_penalty,
     check_budget_options,
     held_anneal,
-    init_threshold,
     keep_count,
-    ramped_budget_loss,
-    threshold_factor,
+    threshold_state,
+    thresholds_of,
 )
 from gcnprune_jax.topology import (
     check_gcn_masks,
@@ -98,13 +97,10 @@ def tcmp(
 
     def init(latent: Params, key: jax.Array) -> Any:
         del key  # deterministic: thresholds come from the initial weights (SPEC §0)
-        thresholds = {name: init_threshold(w, alpha) for name, w in prunable_leaves(latent).items()}
-        return (thresholds, {"shift": jnp.zeros((), jnp.float32)}) if control else thresholds
+        return threshold_state(prunable_leaves(latent), alpha, control)
 
     def mask(latent: Params, aux: Any, ctx: MaskContext) -> Masks:
-        factor = 1.0
-        if control:
-            aux, factor = aux[0], threshold_factor(aux[1]["shift"], control_speed)
+        aux, factor = thresholds_of(aux, control, control_speed)
         kappa = held_anneal(
             ctx.step, ctx.total_steps, kappa_start, kappa_end, warmup if hold else 0.0
         )
@@ -118,12 +114,7 @@ def tcmp(
     def penalty(latent: Params, aux: Any, ctx: MaskContext, masks: Masks) -> jax.Array:
         del latent
         # Σ M̃: consistent connections only
-        loss = ramped_budget_loss(masks, ctx.target_rate, ctx.step, ctx.total_steps, warmup, lam)
-        if control:
-            loss = loss + budget_control_term(
-                aux[1]["shift"], masks, ctx.target_rate, ctx.step, ctx.total_steps, warmup
-            )
-        return loss
+        return budget_penalty(masks, ctx, warmup, lam, aux[1]["shift"] if control else None)
 
     def export(
         soft_masks: Mapping[str, ArrayLike],

@@ -357,8 +357,7 @@ class Run:
         masks = stack_trees(
             [{n: jnp.asarray(m, jnp.float32) for n, m in fm.items()} for fm in export.masks]
         )
-        opt_state = jax.vmap(self.export_trainer.optimizer.init)(state.latent)
-        return state._replace(aux=masks, opt_state=opt_state), export
+        return self._with_fixed_masks(state, masks), export
 
     def finetune_template(self) -> TrainState:
         """A state of the fine-tuning phase's structure (to restore its checkpoints into)."""
@@ -366,8 +365,13 @@ class Run:
             n: jnp.ones(np.shape(w), jnp.float32)
             for n, w in pruning_api.prunable_leaves(self.initial_state.latent).items()
         }
-        opt_state = jax.vmap(self.export_trainer.optimizer.init)(self.initial_state.latent)
-        return self.initial_state._replace(aux=masks, opt_state=opt_state)
+        return self._with_fixed_masks(self.initial_state, masks)
+
+    def _with_fixed_masks(self, state: TrainState, masks: dict[str, Any]) -> TrainState:
+        """`state` with `masks` (stacked over folds) as its aux and a fresh optimizer state
+        of the fixed-mask trainer on the latent weights."""
+        opt_state = jax.vmap(self.export_trainer.optimizer.init)(state.latent)
+        return state._replace(aux=masks, opt_state=opt_state)
 
     def chunks(self, start_epoch: int) -> list[tuple[int, int]]:
         """(first, last) epoch ranges of the compiled chunks from `start_epoch` on. The grid is

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from gcnprune_jax.data import cache
-from gcnprune_jax.data._text import read_table
+from gcnprune_jax.data._text import check_regular_file, read_table
 from gcnprune_jax.data.base import SkeletonDataset
 from gcnprune_jax.errors import DataError
 
@@ -73,6 +73,10 @@ _FILE_NAME = "skeleton_pos.txt"
 _N_FIELDS = 1 + len(SBU_PERSONS) * len(SBU_JOINTS) * 3  # frame number + 2 x 15 x xyz = 91
 _CLASS_DIR = re.compile(r"0[1-8]")
 _SEQ_DIR = re.compile(r"\d{3}")
+# Names that can only mean a layout folder: such an entry that is not a directory is an error,
+# while other plain files (README, checksums) are ignored.
+_SET_LIKE = re.compile(r"s\d+s\d+", re.IGNORECASE)
+_DIGITS = re.compile(r"\d+")
 _LAYOUT = "<root>/<set>/<class>/<seq>/skeleton_pos.txt (e.g. s01s02/01/001/skeleton_pos.txt)"
 _FOLD_OF_SET = {s: k for k, fold in enumerate(SBU_FOLDS) for s in fold}
 
@@ -104,8 +108,11 @@ def load_sbu(
       ordered by set (README order), class, sequence. `n_persons` = 2.
 
     Raises:
-      DataError: missing root, unknown set/class/sequence folder, missing skeleton file, or a
-        malformed row (message names the file, line and what was expected).
+      DataError: missing root, unknown set/class/sequence folder, a file or broken link named
+        like one of those folders, a skeleton path that is not a readable regular file (missing,
+        a directory, a dangling link, a FIFO), a file that is not ASCII text with LF or CRLF line
+        endings, a malformed row, or frame numbers that are not consecutive (message names the
+        file, line and what was expected).
     """
     root_path = Path(root).expanduser().absolute()
     entries = _scan_layout(root_path)
@@ -136,9 +143,23 @@ def load_sbu(
     )
 
 
-def _subdirs(directory: Path) -> list[Path]:
-    """Non-hidden subdirectories, sorted; plain files are not part of the layout and are skipped."""
-    return sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _subdirs(directory: Path, layout_name: re.Pattern[str], expected: str) -> list[Path]:
+    """Non-hidden subdirectories, sorted. Plain files are not part of the layout and are skipped,
+    unless named like a layout folder (`layout_name`): a file, dangling symlink or FIFO standing
+    where a set, class or sequence folder belongs is an error, not a folder to skip silently."""
+    subdirs = []
+    for p in sorted(directory.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.is_dir():
+            subdirs.append(p)
+        elif layout_name.fullmatch(p.name):
+            if p.is_symlink() and not p.exists():
+                problem = f"dangling symbolic link to {os.readlink(p)}"
+            else:
+                problem = "a file" if p.is_file() else "not a directory"
+            raise DataError(f"{p}: {problem}; expected {expected} (layout {_LAYOUT})")
+    return subdirs
 
 
 def _scan_layout(root: Path) -> list[tuple[Path, int, int]]:
@@ -149,7 +170,7 @@ def _scan_layout(root: Path) -> list[tuple[Path, int, int]]:
             f"Kinect Interaction layout {_LAYOUT}. Pass --data-dir or set GCNPRUNE_DATA_DIR "
             "(which should contain sbu/ and fpha/)."
         )
-    set_dirs = _subdirs(root)
+    set_dirs = _subdirs(root, _SET_LIKE, "a set folder")
     if not set_dirs:
         raise DataError(
             f"SBU data directory {root} holds no set folders; expected {_LAYOUT} with set "
@@ -167,7 +188,7 @@ def _scan_layout(root: Path) -> list[tuple[Path, int, int]]:
         if set_name not in by_name:
             continue
         set_dir = by_name[set_name]
-        class_dirs = _subdirs(set_dir)
+        class_dirs = _subdirs(set_dir, _DIGITS, "a class folder 01..08")
         if not class_dirs:
             raise DataError(f"{set_dir}: set folder holds no class folders; expected 01..08")
         for class_dir in class_dirs:
@@ -175,7 +196,7 @@ def _scan_layout(root: Path) -> list[tuple[Path, int, int]]:
                 raise DataError(
                     f"{class_dir}: unknown class folder {class_dir.name!r}; expected 01..08"
                 )
-            seq_dirs = _subdirs(class_dir)
+            seq_dirs = _subdirs(class_dir, _DIGITS, "a sequence folder 001, 002, ...")
             if not seq_dirs:
                 raise DataError(
                     f"{class_dir}: class folder holds no sequence folders; expected 001, 002, ..."
@@ -187,50 +208,96 @@ def _scan_layout(root: Path) -> list[tuple[Path, int, int]]:
                         "folders named by three digits (001, 002, ...)"
                     )
                 path = seq_dir / _FILE_NAME
-                if not path.is_file():
-                    raise DataError(f"{path}: file not found; every sequence folder needs one")
+                check_regular_file(path, what=f"a {_FILE_NAME} file in every sequence folder")
                 entries.append((path, int(class_dir.name) - 1, _FOLD_OF_SET[set_name]))
     return entries
 
 
 def _read_sbu_file(path: Path) -> np.ndarray:
-    """Parse one skeleton_pos.txt into (T, 30, 3) float32 (the frame-number column is dropped)."""
+    """Parse one skeleton_pos.txt into (T, 30, 3) float32 (the frame-number column is dropped).
+
+    The raw frame numbers may start anywhere but must be consecutive integers (true of all 282
+    real files): a repeated, dropped or reordered row shows there.
+    """
     table = read_table(
         path,
         n_fields=_N_FIELDS,
         delimiter=",",
         what=f"{_N_FIELDS} comma-separated numbers per row (frame#, 2 persons x 15 joints x xyz)",
     )
+    frame = table[:, 0]
+    bad = (frame != np.floor(frame)) | np.r_[False, np.diff(frame) != 1]
+    if bad.any():
+        row = int(np.argmax(bad))
+        if frame[row] != np.floor(frame[row]):
+            expected = "an integer"
+        else:
+            expected = f"{frame[row - 1] + 1:g}, one more than on line {row}"
+        raise DataError(
+            f"{path}:{row + 1}: frame number is {frame[row]:g}; expected {expected} (frame "
+            "numbers are consecutive within a file)"
+        )
     return (
         table[:, 1:].reshape(len(table), len(SBU_PERSONS) * len(SBU_JOINTS), 3).astype(np.float32)
     )
 
 
-def check_sbu_counts(ds: SkeletonDataset) -> None:
+def check_sbu_counts(ds: SkeletonDataset, root: Path | None = None) -> None:
     """Check `ds` against the known counts of the full real SBU dataset (data README §3).
+
+    Args:
+      ds: the loaded dataset.
+      root: the directory it was loaded from, named in the messages (what was counted where).
 
     Raises:
       DataError: naming the first count that differs (sequences, nodes, per-label counts, fold
-        sizes, frame-count range, total frames) with expected and found values.
+        sizes, frame-count range, total frames) with expected and found values, and the folder
+        (or, for a sequence's length, the file) counted.
     """
+    under = f" under {root}" if root is not None else ""
     lengths = np.array([len(s) for s in ds.sequences])
     found_labels = np.bincount(ds.labels, minlength=len(SBU_CLASSES)).tolist()
     found_folds = np.bincount(ds.groups, minlength=len(SBU_FOLDS)).tolist()
     checks = [
-        ("number of sequences (skeleton_pos.txt files)", SBU_N_SEQUENCES, len(ds)),
-        ("number of nodes", 2 * len(SBU_JOINTS), ds.n_nodes),
-        ("per-label sequence counts", list(SBU_LABEL_COUNTS), found_labels),
-        ("fold sizes", list(SBU_FOLD_SIZES), found_folds),
-        ("total frames", SBU_TOTAL_FRAMES, int(lengths.sum())),
+        (f"number of sequences ({_FILE_NAME} files){under}", SBU_N_SEQUENCES, len(ds), None),
+        ("number of nodes", 2 * len(SBU_JOINTS), ds.n_nodes, None),
+        (
+            f"per-label sequence counts (class folders 01..08){under}",
+            list(SBU_LABEL_COUNTS),
+            found_labels,
+            [f"class folder {k + 1:02d}" for k in range(len(SBU_CLASSES))],
+        ),
+        (
+            f"fold sizes (sequences in each fold's set folders){under}",
+            list(SBU_FOLD_SIZES),
+            found_folds,
+            [f"fold {k + 1} ({', '.join(sets)})" for k, sets in enumerate(SBU_FOLDS)],
+        ),
     ]
-    for what, expected, found in checks:
+    for what, expected, found, names in checks:
         if expected != found:
-            raise DataError(f"SBU {what}: expected {expected}, found {found}")
+            detail = ""
+            if names is not None:
+                diffs = [
+                    f"{name}: {e} vs {f}"
+                    for name, e, f in zip(names, expected, found, strict=True)
+                    if e != f
+                ]
+                detail = f" (expected vs found: {'; '.join(diffs)})"
+            raise DataError(f"SBU {what}: expected {expected}, found {found}{detail}")
     lo, hi = SBU_T_RANGE
     bad = [(i, int(t)) for i, t in zip(ds.ids, lengths, strict=True) if not lo <= t <= hi]
     if bad:
         seq_id, t = bad[0]
+        where = f"{root / seq_id / _FILE_NAME}" if root is not None else f"SBU sequence {seq_id}"
         raise DataError(
-            f"SBU sequence {seq_id}: {t} frames; expected between {lo} and {hi} "
+            f"{where}: {t} frames; expected between {lo} and {hi} "
             f"({len(bad)} sequence(s) out of range)"
+        )
+    # After the per-file range: a file out of range is named, while the total can only name
+    # the whole directory.
+    if int(lengths.sum()) != SBU_TOTAL_FRAMES:
+        raise DataError(
+            f"SBU total frames{under}: expected {SBU_TOTAL_FRAMES}, found {int(lengths.sum())} "
+            f"(rows of the {len(ds)} {_FILE_NAME} files)"
         )

@@ -74,5 +74,6 @@ def load_dataset(
         )
     ds = loaders[name](root, cache_dir=cache_dir)
     if verify_counts:
-        {"sbu": check_sbu_counts, "fpha": check_fpha_counts}[name](ds)
+        check = {"sbu": check_sbu_counts, "fpha": check_fpha_counts}[name]
+        check(ds, root=root.expanduser().absolute())
     return ds

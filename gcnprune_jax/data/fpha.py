@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from gcnprune_jax.data import cache
-from gcnprune_jax.data._text import read_table
+from gcnprune_jax.data._text import check_regular_file, read_table, read_text
 from gcnprune_jax.data.base import SkeletonDataset
 from gcnprune_jax.errors import DataError
 
@@ -65,6 +65,10 @@ _N_FIELDS = 1 + len(FPHA_JOINTS) * 3  # frame index + 21 x xyz = 64
 _SPLIT_NAMES = ("Training", "Test")
 _HEADER = re.compile(r"(Training|Test)\s+(\d+)")
 _ENTRY = re.compile(r"(Subject_\d+)/([^/\s]+)/(\d+)")
+_SPLIT_FORMAT = (
+    "the action-recognition split: 'Training <n>', n lines 'Subject_<k>/<action>/<seq> <label>', "
+    "'Test <m>', m such lines"
+)
 _LAYOUT = f"<root>/{SPLIT_FILE} and <root>/{ANNOTATION_DIR}/Subject_<k>/<action>/<seq>/{_FILE_NAME}"
 
 
@@ -88,9 +92,11 @@ def load_fpha(
       "Subject_1/open_juice_bottle/2", all in split-file order (train then test).
 
     Raises:
-      DataError: missing root/split/annotation file, a malformed split (header, counts, entry
-        syntax, label not matching the action, duplicates) or skeleton file (field count,
-        non-finite value, frame index != row index); messages name the file and line.
+      DataError: missing root/split/annotation file (or one that is a directory, a dangling
+        link, a FIFO), a file that is not ASCII text with LF or CRLF line endings, a malformed
+        split (header, counts, blank line, entry syntax, label not matching the action,
+        duplicates) or skeleton file (field count, non-finite value, frame index != row index);
+        messages name the file and line.
     """
     root_path = Path(root).expanduser().absolute()
     if not root_path.is_dir():
@@ -103,14 +109,16 @@ def load_fpha(
     entries = _read_split(split_path)
     annotation_dir = root_path / ANNOTATION_DIR
     if not annotation_dir.is_dir():
-        raise DataError(
-            f"{annotation_dir}: directory not found; expected the FPHA layout {_LAYOUT}"
-        )
+        problem = "not a directory" if annotation_dir.exists() else "directory not found"
+        raise DataError(f"{annotation_dir}: {problem}; expected the FPHA layout {_LAYOUT}")
     files = []
     for entry, _, _, lineno in entries:
         path = annotation_dir / entry / _FILE_NAME
-        if not path.is_file():
-            raise DataError(f"{path}: file not found; named by {split_path}:{lineno}")
+        check_regular_file(
+            path,
+            what=f"a {_FILE_NAME} of {_N_FIELDS} space-separated numbers per row",
+            context=f" (named by {split_path}:{lineno})",
+        )
         if path.stat().st_size == 0:
             raise DataError(
                 f"{path}: file is empty; named by {split_path}:{lineno}, expected at least one "
@@ -145,27 +153,22 @@ def load_fpha(
 
 def _read_split(path: Path) -> list[tuple[str, int, int, int]]:
     """Parse and validate the split file; returns (entry, label, group, 1-based line) per entry."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(
-            f"{path}: split file not found; expected the FPHA layout {_LAYOUT}"
-        ) from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read split file ({exc.strerror})") from None
-    try:
-        text = raw.decode("ascii")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"{path}:{line}: non-ASCII byte {raw[exc.start]:#04x}") from None
-    lines = [line.strip() for line in text.replace("\r\n", "\n").rstrip().split("\n")]
+    text = read_text(path, what=_SPLIT_FORMAT, kind="split file")
+    if not text.strip():
+        raise DataError(f"{path}: file is empty; expected {_SPLIT_FORMAT}")
+    lines = [line.strip() for line in text.rstrip().split("\n")]
+    blank = next((i for i, line in enumerate(lines) if not line), None)
+    if blank is not None:
+        raise DataError(f"{path}:{blank + 1}: blank line; expected {_SPLIT_FORMAT}")
 
     # Header positions (0-based line index); exactly "Training" at the top and one "Test" later.
     headers = [(i, m) for i, line in enumerate(lines) if (m := _HEADER.fullmatch(line))]
     if not headers or headers[0][0] != 0 or headers[0][1].group(1) != "Training":
-        raise DataError(f"{path}:1: expected the header 'Training <count>', found {lines[0]!r}")
+        raise DataError(
+            f"{path}:1: expected the header 'Training <count>', found {_shorten(lines[0])!r}"
+        )
     if len(headers) != 2 or headers[1][1].group(1) != "Test":
-        found = ", ".join(f"line {i + 1}: {lines[i]!r}" for i, _ in headers)
+        found = ", ".join(f"line {i + 1}: {_shorten(lines[i])!r}" for i, _ in headers)
         raise DataError(
             f"{path}: expected exactly two headers, 'Training <count>' on line 1 and then "
             f"'Test <count>'; found {found}"
@@ -180,7 +183,8 @@ def _read_split(path: Path) -> list[tuple[str, int, int, int]]:
         if stop - start != announced:
             raise DataError(
                 f"{path}:{header_idx + 1}: header {lines[header_idx]!r} announces {announced} "
-                f"entries, but {stop - start} follow (lines {start + 1}..{stop})"
+                f"entries, but {stop - start} follow (lines {start + 1}..{stop}); expected the "
+                "announced number of entry lines"
             )
         for idx in range(start, stop):
             lineno = idx + 1
@@ -189,11 +193,17 @@ def _read_split(path: Path) -> list[tuple[str, int, int, int]]:
                 prev_line, prev_group = seen[entry]
                 raise DataError(
                     f"{path}:{lineno}: duplicate entry {entry!r}; already listed on line "
-                    f"{prev_line} ({_SPLIT_NAMES[prev_group]}); train and test must not overlap"
+                    f"{prev_line} ({_SPLIT_NAMES[prev_group]}); expected each sequence once "
+                    "(train and test must not overlap)"
                 )
             seen[entry] = (lineno, group)
             entries.append((entry, label, group, lineno))
     return entries
+
+
+def _shorten(line: str, limit: int = 80) -> str:
+    """`line` for quoting in a message, cut to `limit` characters."""
+    return line if len(line) <= limit else line[:limit] + "..."
 
 
 def _parse_entry(path: Path, lineno: int, line: str) -> tuple[str, int]:
@@ -201,7 +211,9 @@ def _parse_entry(path: Path, lineno: int, line: str) -> tuple[str, int]:
     where = f"{path}:{lineno}"
     fields = line.split()
     if len(fields) != 2 or not _ENTRY.fullmatch(fields[0]) or not fields[1].isdigit():
-        raise DataError(f"{where}: expected 'Subject_<k>/<action>/<seq> <label>', found {line!r}")
+        raise DataError(
+            f"{where}: expected 'Subject_<k>/<action>/<seq> <label>', found {_shorten(line)!r}"
+        )
     entry, label = fields[0], int(fields[1])
     action = entry.split("/")[1]
     if action not in FPHA_CLASSES:
@@ -233,18 +245,53 @@ def _read_fpha_file(path: Path) -> np.ndarray:
     return table[:, 1:].reshape(len(table), len(FPHA_JOINTS), 3).astype(np.float32)
 
 
-def check_fpha_counts(ds: SkeletonDataset) -> None:
+def check_fpha_counts(ds: SkeletonDataset, root: Path | None = None) -> None:
     """Check `ds` against the known counts of the full real FPHA dataset (data README §3).
+
+    Args:
+      ds: the loaded dataset.
+      root: the directory it was loaded from; the messages then name the split file (sequence
+        counts) or the annotation files (frame counts) that were counted.
 
     Raises:
       DataError: naming the first count that differs (train/test sizes, frame-count range, total
         and per-split frames) with expected and found values.
     """
+    in_split = f" in {root / SPLIT_FILE}" if root is not None else ""
+    in_files = (
+        f" in the {_FILE_NAME} files under {root / ANNOTATION_DIR} named by {root / SPLIT_FILE}"
+        if root is not None
+        else ""
+    )
     lengths = np.array([len(s) for s in ds.sequences])
     groups = np.asarray(ds.groups)
     checks = [
-        ("(train, test) sequence counts", list(FPHA_SPLIT_SIZES), np.bincount(groups).tolist()),
-        ("number of nodes", len(FPHA_JOINTS), ds.n_nodes),
+        (
+            "(train, test) sequence counts",
+            in_split,
+            list(FPHA_SPLIT_SIZES),
+            np.bincount(groups, minlength=2).tolist(),
+        ),
+        ("number of nodes", "", len(FPHA_JOINTS), ds.n_nodes),
+    ]
+    for what, where, expected, found in checks:
+        if expected != found:
+            raise DataError(f"FPHA {what}{where}: expected {expected}, found {found}")
+    lo, hi = FPHA_T_RANGE
+    bad = [(i, int(t)) for i, t in zip(ds.ids, lengths, strict=True) if not lo <= t <= hi]
+    if bad:
+        seq_id, t = bad[0]
+        where = (
+            f"{root / ANNOTATION_DIR / seq_id / _FILE_NAME}"
+            if root is not None
+            else f"FPHA sequence {seq_id}"
+        )
+        raise DataError(
+            f"{where}: {t} frames; expected between {lo} and {hi} "
+            f"({len(bad)} sequence(s) out of range)"
+        )
+    # After the per-file range: a file out of range is named, the totals only name the folder.
+    checks = [
         ("total frames", FPHA_TOTAL_FRAMES, int(lengths.sum())),
         (
             "(train, test) frames",
@@ -254,12 +301,4 @@ def check_fpha_counts(ds: SkeletonDataset) -> None:
     ]
     for what, expected, found in checks:
         if expected != found:
-            raise DataError(f"FPHA {what}: expected {expected}, found {found}")
-    lo, hi = FPHA_T_RANGE
-    bad = [(i, int(t)) for i, t in zip(ds.ids, lengths, strict=True) if not lo <= t <= hi]
-    if bad:
-        seq_id, t = bad[0]
-        raise DataError(
-            f"FPHA sequence {seq_id}: {t} frames; expected between {lo} and {hi} "
-            f"({len(bad)} sequence(s) out of range)"
-        )
+            raise DataError(f"FPHA {what}{in_files}: expected {expected}, found {found}")

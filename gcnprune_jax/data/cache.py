@@ -7,8 +7,11 @@ An entry is two files in the cache directory:
 - `<name>-<key>.json`: format version, dataset name, root, key, sequence ids and the sha256 of the
   .npz. It is written last, so a complete .json marks a complete entry.
 
-The key hashes the dataset name, the root's absolute path, every source file's relative path, size
-and mtime, and `FORMAT_VERSION`: editing, adding or removing a data file yields a new key. An entry
+The key hashes the dataset name, the root's absolute path, every source file's relative path, size,
+mtime, inode and ctime, and `FORMAT_VERSION`: editing, adding or removing a data file yields a new
+key. Size and mtime alone are not enough: a same-size edit whose mtime is restored (`rsync -t`,
+`cp -p`, `touch -r`, an unpacked archive) would be served from the stale entry; such a copy is a
+new inode, and an in-place write or `utime` moves the ctime, which no user can set back. An entry
 is trusted only if its .npz hashes to the recorded sha256 and its contents match what the loader
 derived from the layout itself (ids, labels, groups); anything else counts as a miss and is
 rewritten. The cache never lives inside the data directory, which may be read-only.
@@ -69,12 +72,21 @@ def resolve_cache_dir(cache_dir: CacheDirArg, data_root: Path) -> Path | None:
 
 
 def cache_key(name: str, root: Path, files: Sequence[Path]) -> str:
-    """Hex sha256 over name, absolute root, each file's path relative to root, size, mtime."""
+    """Hex sha256 over name, absolute root, each file's path relative to root, size, mtime,
+    inode and ctime (see the module docstring for why all four)."""
     root = root.absolute()
     listing = []
     for path in files:
         st = path.stat()
-        listing.append([path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns])
+        listing.append(
+            [
+                path.relative_to(root).as_posix(),
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_ino,
+                st.st_ctime_ns,
+            ]
+        )
     blob = json.dumps(
         {"format_version": FORMAT_VERSION, "name": name, "root": str(root), "files": listing},
         sort_keys=True,

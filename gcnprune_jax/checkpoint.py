@@ -1,5 +1,9 @@
 """Orbax checkpoints of a run: the training state (latent params, optimizer and method state,
-step, key, stacked over folds) and a JSON record (config, epoch reached, history)."""
+step, key, stacked over folds) and a JSON record (config, epoch reached, history).
+
+Writes are atomic: Orbax writes each checkpoint into a temporary folder and renames it into
+place once complete, so a kill during a write leaves the previous checkpoint as the latest
+one; the unfinished folder is removed when the directory is opened again."""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from gcnprune_jax.errors import CheckpointError
+from gcnprune_jax import faults
+from gcnprune_jax.errors import CheckpointError, OutputError
 
 
 class Checkpointer:
@@ -17,18 +22,41 @@ class Checkpointer:
 
     def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 2) -> None:
         self.directory = os.path.abspath(directory)
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
-        self.manager = ocp.CheckpointManager(self.directory, options=options)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True
+        )
+        try:
+            self.manager = ocp.CheckpointManager(self.directory, options=options)
+        except OSError as err:
+            raise OutputError(
+                f"cannot create the checkpoint directory {self.directory}: {err}"
+            ) from None
 
     def latest_epoch(self) -> int | None:
         return self.manager.latest_step()
 
     def save(self, epoch: int, state: Any, record: dict[str, Any]) -> None:
-        """Write and wait: a kill right after returning never loses this checkpoint."""
+        """Write and wait: a kill right after returning never loses this checkpoint, and a kill
+        before it returns leaves the previous one intact."""
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record)
         )
-        self.manager.save(epoch, args=args, force=True)
+        try:
+            faults.hit("write")
+            self.manager.save(epoch, args=args, force=True)
+            faults.hit("save")
+            self.manager.wait_until_finished()
+        except OSError as err:
+            previous = [e for e in self.manager.all_steps() if e != epoch]
+            kept = f"epoch {max(previous)}" if previous else "none yet"
+            raise OutputError(
+                f"cannot write the checkpoint of epoch {epoch} to {self.directory}: {err}. "
+                f"The last complete checkpoint ({kept}) is kept; make room or make the "
+                "directory writable, then continue with --resume"
+            ) from None
+
+    def finish(self) -> None:
+        """Wait for a write in progress (after an interrupt) to complete."""
         self.manager.wait_until_finished()
 
     def read_record(self, epoch: int | None = None) -> dict[str, Any]:

@@ -257,6 +257,14 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
+    g.add_argument(
+        "--checkpoint-every-s",
+        type=float,
+        default=60.0,
+        help="also checkpoint inside a chunk once this many seconds have passed since the last "
+        "checkpoint (0: after every piece of 10 epochs; a kill loses at most this interval "
+        "plus one piece; default: %(default)s)",
+    )
 
     f = p.add_argument_group("node signals (SPEC §7)")
     f.add_argument("--chunks", type=int, help="temporal chunks per sequence")
@@ -372,10 +380,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     from gcnprune_jax.runner import run_training
 
     cfg = config_from_args(args)
+    _check_data_dir(args)
+    if args.checkpoint_every_s < 0:
+        raise _usage_error(f"--checkpoint-every-s {args.checkpoint_every_s}: expected >= 0")
     rate = f"_r{cfg.target_rate:g}" if cfg.method != "dense" else ""
     out = args.out or f"runs/{cfg.dataset}_{cfg.method}{rate}_s{cfg.seed}"
     result = run_training(
-        cfg, out, data_dir=args.data_dir, resume=args.resume, reporter=_reporter()
+        cfg,
+        out,
+        data_dir=args.data_dir,
+        resume=args.resume,
+        reporter=_reporter(),
+        checkpoint_every_s=args.checkpoint_every_s,
     )
     folds = ", ".join(f"{a:.4f}" for a in result["fold_accuracies"])
     pruned = ""
@@ -393,6 +409,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{result['wall_time_s']:.1f} s; wrote {out}/result.json"
     )
     return 0
+
+
+def _check_data_dir(args: argparse.Namespace) -> None:
+    if args.dataset == "synthetic" and args.data_dir is not None:
+        raise _usage_error(
+            f"--data-dir {args.data_dir}: the synthetic dataset is generated in memory and "
+            "reads no files (its generator seed is --data-seed); drop --data-dir, or choose "
+            "--dataset sbu or fpha"
+        )
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -463,6 +488,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.method is None or args.target_rate is None:
             raise _usage_error("bench needs --checkpoint DIR, or --method M and --rate R")
         cfg = config_from_args(args)
+        _check_data_dir(args)
         result = bench_untrained(
             cfg, data_dir=args.data_dir, batch_sizes=args.batch_sizes, repeats=args.repeats
         )

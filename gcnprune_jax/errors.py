@@ -24,3 +24,8 @@ class CheckpointError(GcnpruneError):
 
 class DivergenceError(GcnpruneError):
     """Training produced a non-finite loss; the last good checkpoint is kept."""
+
+
+class OutputError(GcnpruneError):
+    """The output directory cannot be written (a file where a directory is expected, a
+    read-only file system, a full disk); the last complete checkpoint is kept."""

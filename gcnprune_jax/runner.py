@@ -10,7 +10,9 @@ import dataclasses
 import functools
 import itertools
 import json
+import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -19,13 +21,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gcnprune_jax import faults
 from gcnprune_jax.checkpoint import Checkpointer
 from gcnprune_jax.config import RunConfig
 from gcnprune_jax.costs import dense_flops, flops_structured, flops_unstructured
-from gcnprune_jax.data import load_dataset
+from gcnprune_jax.data import DATA_DIR_ENV, load_dataset
 from gcnprune_jax.data.base import SkeletonDataset
 from gcnprune_jax.data.features import dataset_features, fit_standardizer, normalized_adjacency
-from gcnprune_jax.errors import CheckpointError, ConfigError, DivergenceError
+from gcnprune_jax.errors import CheckpointError, ConfigError, DivergenceError, OutputError
 from gcnprune_jax.models.gcn import build_gcn
 from gcnprune_jax.pruning import api as pruning_api
 from gcnprune_jax.pruning.baselines import BASELINES, fixed
@@ -161,6 +164,11 @@ def fold_keys(seed: int, folds: tuple[int, ...]) -> jax.Array:
 
 # Registered as mask functions, but not trainable by runs yet.
 _NOT_WIRED: tuple[str, ...] = ()
+
+# Pieces of at most this many epochs are one compiled program each (see `Run.piece_epochs`).
+PIECE_EPOCHS = 10
+# Default wall-clock interval between checkpoints inside a chunk (`run_training`).
+CHECKPOINT_EVERY_S = 60.0
 
 
 def _method_hyper(cfg: RunConfig, n_nodes: int) -> dict[str, Any]:
@@ -374,9 +382,9 @@ class Run:
         return state._replace(aux=masks, opt_state=opt_state)
 
     def chunks(self, start_epoch: int) -> list[tuple[int, int]]:
-        """(first, last) epoch ranges of the compiled chunks from `start_epoch` on. The grid is
-        fixed by the config (chunks of `chunk_epochs`, split at the pruning epoch), so a
-        resumed run executes exactly the chunks of an uninterrupted one."""
+        """(first, last) epoch ranges of the chunks from `start_epoch` on. The grid is fixed by
+        the config (chunks of `chunk_epochs`, split at the pruning and fine-tuning epochs);
+        a run resumed from a checkpoint inside a chunk starts with the rest of that chunk."""
         total, size = self.cfg.train.epochs, self.cfg.train.chunk_epochs
         bounds = set(range(0, total, size)) | {total}
         if self.prune_epoch is not None:
@@ -384,7 +392,22 @@ class Run:
         if self.finetune_epoch is not None:
             bounds.add(self.finetune_epoch)
         edges = sorted(bounds)
-        return [(a, b) for a, b in itertools.pairwise(edges) if a >= start_epoch]
+        return [(max(a, start_epoch), b) for a, b in itertools.pairwise(edges) if b > start_epoch]
+
+    @property
+    def piece_epochs(self) -> int:
+        """Epochs per compiled program. Chunks are trained in pieces on a grid of this size
+        (so that a checkpoint can be written between pieces, on a wall-clock interval);
+        every piece of a run has this length except at chunk edges off the grid. The
+        parameters do not depend on it (an epoch is the same program step however the
+        epochs are grouped)."""
+        return math.gcd(self.cfg.train.chunk_epochs, PIECE_EPOCHS)
+
+    def pieces(self, first: int, last: int) -> list[tuple[int, int]]:
+        """(a, b) epoch ranges covering the chunk (first, last) on the piece grid."""
+        size = self.piece_epochs
+        edges = sorted({first, last} | set(range(first - first % size + size, last, size)))
+        return list(itertools.pairwise(edges))
 
     def export(self, state: TrainState, facts: dict[str, Any] | None = None) -> Export:
         """Crisp masks of every fold (SPEC §0 exact export for learned methods) and the
@@ -489,17 +512,49 @@ def crisp_fraction(soft_masks: dict[str, Any]) -> float:
     return float(np.mean(crisp))
 
 
-def _check_finite(metrics: dict[str, np.ndarray], first_epoch: int, last_good: int, ckpt: str):
+def _check_finite(
+    metrics: dict[str, np.ndarray], first_epoch: int, last_good: int | None, ckpt: str
+):
     loss = np.asarray(metrics["loss"])  # (folds, epochs)
     if np.isfinite(loss).all():
         return
     fold, epoch = np.argwhere(~np.isfinite(loss))[0]
+    kept = (
+        f"The last good checkpoint (epoch {last_good}) is kept in {ckpt}"
+        if last_good is not None
+        else f"No checkpoint had been written yet ({ckpt} is empty)"
+    )
     raise DivergenceError(
         f"training diverged: the loss became {loss[fold, epoch]} at epoch "
-        f"{first_epoch + epoch + 1} (fold index {fold}). The last good checkpoint "
-        f"(epoch {last_good}) is kept in {ckpt}; lower --lr or change the schedule and "
-        "start again with a new --out"
+        f"{first_epoch + epoch + 1} (fold index {fold}). {kept}; lower --lr or change the "
+        "schedule and start again with a new --out"
     )
+
+
+def _poisoned(state: TrainState) -> TrainState:
+    """The state with non-finite latent weights (fault injection: a diverging run)."""
+    return state._replace(latent=jax.tree.map(lambda x: x * jnp.nan, state.latent))
+
+
+def resolve_data_dir(dataset: str, data_dir: str | os.PathLike | None) -> str | None:
+    """The dataset root a run reads (absolute), as `load_dataset` resolves it; None for the
+    synthetic data or when neither --data-dir nor $GCNPRUNE_DATA_DIR says."""
+    if dataset == "synthetic":
+        return None
+    if data_dir is not None:
+        return str(Path(data_dir).absolute())
+    env = os.environ.get(DATA_DIR_ENV)
+    return str((Path(env) / dataset).absolute()) if env else None
+
+
+def check_out_dir(out: Path) -> None:
+    """Refuse an --out that cannot be a run's directory, before any work is done."""
+    for parent in (out, *out.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                what = "is a file" if parent == out else f"has a file in its path ({parent})"
+                raise OutputError(f"--out {out}: {what}; expected a directory (new or a run's)")
+            break
 
 
 def run_training(
@@ -510,26 +565,36 @@ def run_training(
     resume: bool = False,
     reporter: Reporter | None = None,
     dataset: SkeletonDataset | None = None,
+    checkpoint_every_s: float | None = CHECKPOINT_EVERY_S,
 ) -> dict[str, Any]:
     """Train (and prune) `cfg`; write OUT/result.json, OUT/masks.npz and OUT/checkpoint/.
     Returns the result.
 
+    Checkpoints are written at the end of every chunk and, inside a chunk, between pieces
+    once `checkpoint_every_s` seconds have passed since the last one (0: after every piece;
+    None: only at chunk ends). A killed run loses at most that interval plus one piece.
     With `resume`, continues from OUT/checkpoint's latest epoch (which must come from the same
-    config) and ends with exactly the parameters of an uninterrupted run.
+    config) and ends with exactly the parameters of an uninterrupted run. On Ctrl-C
+    (KeyboardInterrupt) the state of the last finished piece is saved before it propagates.
     """
     reporter = reporter or SilentReporter()
     out = Path(out_dir)
+    check_out_dir(out)
     start = time.perf_counter()
     ds = dataset if dataset is not None else load_dataset(cfg.dataset, data_dir, seed=cfg.data_seed)
     run = Run(cfg, ds)
     # Only now that data and config are known good: bad input never leaves a directory behind.
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"--out {out}: cannot create the directory ({err})") from None
     ckpt = Checkpointer(out / "checkpoint")
-    state, epoch, history, previous_wall_s = run.initial_state, 0, [], 0.0
+    state, epoch, history, previous_wall_s, previous_train_s = run.initial_state, 0, [], 0.0, 0.0
     facts = None  # the export's statistics, once a fine-tuned method has fixed its masks
     latest = ckpt.latest_epoch()
     if latest is not None:
         if not resume:
+            ckpt.close()
             raise ConfigError(
                 f"{out} already holds a run (checkpoint at epoch {latest}); pass --resume to "
                 "continue it, or choose another --out"
@@ -544,18 +609,51 @@ def run_training(
         state, record = ckpt.restore(template, latest)
         epoch, history = record["epoch"], record["history"]
         previous_wall_s = record["wall_time_s"]
+        previous_train_s = record.get("train_time_s", 0.0)
         facts = record.get("export")
+    elif resume:
+        print(f"gcnprune: --resume: no checkpoint in {out}; starting at epoch 0", file=sys.stderr)
+    saved_epoch = latest
+    resolved_data_dir = resolve_data_dir(cfg.dataset, data_dir)
+    train_s = 0.0
+
+    def save() -> None:
+        nonlocal saved_epoch, last_save
+        record = {
+            "config": cfg.to_dict(),
+            "epoch": epoch,
+            "history": history,
+            "wall_time_s": previous_wall_s + time.perf_counter() - start,
+            "train_time_s": previous_train_s + train_s,
+        }
+        if resolved_data_dir is not None:
+            record["data_dir"] = resolved_data_dir
+        if facts is not None:
+            record["export"] = facts
+        ckpt.save(epoch, state, record)
+        saved_epoch, last_save = epoch, time.perf_counter()
 
     reporter.start(cfg.train.epochs, epoch, f"{cfg.dataset} {cfg.method}")
-    train_s = 0.0
+    last_save, poison_next, resumable = time.perf_counter(), False, True
     try:
         for first, last in run.chunks(epoch):
-            t0 = time.perf_counter()
             trainer = run.trainer_for(first)
-            state, metrics = trainer.train_chunk(state, run.data, last - first)
-            metrics = jax.device_get(metrics)
-            train_s += time.perf_counter() - t0
-            _check_finite(metrics, first, epoch, ckpt.directory)
+            for a, b in run.pieces(first, last):
+                t0 = time.perf_counter()
+                start_state = _poisoned(state) if poison_next else state
+                new_state, metrics = trainer.train_chunk(start_state, run.data, b - a)
+                metrics = jax.device_get(metrics)
+                train_s += time.perf_counter() - t0
+                _check_finite(metrics, a, saved_epoch, ckpt.directory)
+                # A state at a chunk's end is resumable only once its pruning or export step
+                # and its history entry are done (just before its checkpoint).
+                state, epoch, resumable = new_state, b, b < last
+                poison_next = faults.hit("piece") == "nan"
+                due = checkpoint_every_s is not None and (
+                    time.perf_counter() - last_save >= checkpoint_every_s
+                )
+                if b < last and due:
+                    save()
             if last == run.prune_epoch:
                 state = run.prune(state)
             if last == run.finetune_epoch:
@@ -574,27 +672,43 @@ def run_training(
                 val = jax.device_get(trainer.evaluate(state, run.data.val))
                 summary["val_accuracy_monitor"] = float(np.mean(val["accuracy"]))
             history.append(summary)
-            epoch = last
-            wall_s = previous_wall_s + time.perf_counter() - start
-            record = {
-                "config": cfg.to_dict(),
-                "epoch": epoch,
-                "history": history,
-                "wall_time_s": wall_s,
-            }
-            if facts is not None:
-                record["export"] = facts
-            ckpt.save(epoch, state, record)
+            resumable = True
+            save()
             reporter.update(epoch, summary)
+    except KeyboardInterrupt:
+        # Keep the last finished piece: the interrupt may have come during a write (let it
+        # complete) or between pieces (write the state held in memory).
+        ckpt.finish()
+        if resumable and ckpt.latest_epoch() != epoch:
+            save()
+        kept = ckpt.latest_epoch()
+        print(
+            f"gcnprune: interrupted after epoch {epoch}; "
+            + (
+                f"the checkpoint of epoch {kept} is in {ckpt.directory}"
+                if kept is not None
+                else "no checkpoint had been written yet"
+            ),
+            file=sys.stderr,
+        )
+        raise
     finally:
         reporter.close()
         ckpt.close()
 
     result, export = summarize(run, state, history, facts)
-    write_masks(out, export, cfg.folds)
-    result["wall_time_s"] = previous_wall_s + time.perf_counter() - start
-    result["train_time_s"] = train_s
-    (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    try:
+        write_masks(out, export, cfg.folds)
+        result["wall_time_s"] = previous_wall_s + time.perf_counter() - start
+        result["train_time_s"] = previous_train_s + train_s
+        if resolved_data_dir is not None:
+            result["data_dir"] = resolved_data_dir
+        (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    except OSError as err:
+        raise OutputError(
+            f"cannot write the results to {out} ({err}); the trained state is kept in "
+            f"{ckpt.directory}: continue with --resume once the directory is writable"
+        ) from None
     return result
 
 
@@ -722,6 +836,18 @@ def summarize(
     return result, export
 
 
+def recorded_data_dir(record: dict[str, Any], data_dir: str | None) -> str | None:
+    """The data directory to re-read a saved run with: `data_dir` when given (--data-dir
+    overrides), else the one the run recorded if it still exists, else None (the default,
+    $GCNPRUNE_DATA_DIR/<dataset>)."""
+    if data_dir is not None:
+        return data_dir
+    recorded = record.get("data_dir")
+    if recorded is not None and Path(recorded).is_dir():
+        return recorded
+    return None
+
+
 def load_checkpoint(
     path: str | os.PathLike, *, data_dir: str | None = None, rate: float | None = None
 ) -> tuple[Run, TrainState, dict[str, Any]]:
@@ -745,7 +871,7 @@ def load_checkpoint(
                     f"{cfg.target_rate}; only multi-rate (mrmp) runs serve other rates"
                 )
             cfg = cfg.replace(target_rate=rate)
-        ds = load_dataset(cfg.dataset, data_dir, seed=cfg.data_seed)
+        ds = load_dataset(cfg.dataset, recorded_data_dir(record, data_dir), seed=cfg.data_seed)
         run = Run(cfg, ds)
         fine_tuning = run.finetune_epoch is not None and record["epoch"] >= run.finetune_epoch
         template = run.finetune_template() if fine_tuning else run.initial_state

@@ -1,0 +1,118 @@
+"""Pinned results of the project's GCN, so that refactoring the code around it (one model
+description, one registry) provably changes nothing.
+
+Each pin is a tiny synthetic run (8 epochs, chunks of 4, rate 0.9, every method with its
+defaults). On the machine kind the pins were recorded on (same JAX version, backend and CPU
+model), the `params_digest` must be bit-identical. Elsewhere XLA may compile different but
+equally valid floating-point code, so the test then checks the kept count exactly and the
+parameters' sum and absolute sum to a relative 1e-4 (any behavioural change moves them far more).
+To re-pin after an intended change of behaviour, run `python tests/test_digest_pins.py`.
+"""
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import tiny_config
+
+from gcnprune_jax.config import method_defaults
+from gcnprune_jax.runner import load_checkpoint, run_training
+
+
+class Pin(NamedTuple):
+    params_digest: str
+    params_kept: int
+    sum: float
+    abs_sum: float
+
+
+# Recorded with jax 0.10.2 on CPU, "AMD EPYC" (x86_64).
+PINNED_ON = ("0.10.2", "cpu", "AMD EPYC")
+PINS = {
+    "magnitude": Pin(
+        "24e9ce6dc6e3e0c7c396ec8653f66e054a035e1ae033c002b2dc55adde3fcc96",
+        234,
+        4.88319588297054,
+        322.60197048484224,
+    ),
+    "ctf": Pin(
+        "3c80dcce0ad96314bcfc3a2eee8cbe1400818639a568ddf7a63f5c8f2aa13ee0",
+        234,
+        6.206263712929967,
+        317.173629964743,
+    ),
+    "ssp": Pin(
+        "dbd4dedbe81a8757b9a087ee1bc11c85b3f72c1760167e23ab95eb21593ed718",
+        234,
+        6.1464146928019545,
+        316.3692710921141,
+    ),
+    "tcmp": Pin(
+        "0df648d5f430b569a94e8ec6a729d9aa00e7845e028843ca89af1ac89adffed9",
+        234,
+        6.2169530103274155,
+        320.74519126603263,
+    ),
+    "pmp": Pin(
+        "36543084411c72f473a4ab42fdd92c0169670735be201608630ef3030106c773",
+        234,
+        5.093093513787608,
+        323.46877693325223,
+    ),
+}
+
+
+def machine() -> tuple[str, str, str]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return jax.__version__, jax.default_backend(), model
+
+
+def measure(method: str, out: Path) -> Pin:
+    cfg = tiny_config(epochs=8, chunk_epochs=4)
+    cfg = cfg.replace(
+        method=method,
+        target_rate=0.9,
+        pruning=dataclasses.replace(cfg.pruning, **method_defaults(method)),
+    )
+    result = run_training(cfg, out)
+    _, state, _ = load_checkpoint(out)
+    leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves(state.latent)]
+    return Pin(
+        result["params_digest"],
+        result["params_kept"],
+        float(sum(leaf.sum() for leaf in leaves)),
+        float(sum(np.abs(leaf).sum() for leaf in leaves)),
+    )
+
+
+@pytest.mark.parametrize("method", sorted(PINS))
+def test_pinned_results_unchanged(method, tmp_path):
+    got, pin = measure(method, tmp_path / method), PINS[method]
+    assert got.params_kept == pin.params_kept
+    if machine() == PINNED_ON:
+        assert got.params_digest == pin.params_digest
+    else:
+        assert got.sum == pytest.approx(pin.sum, rel=1e-4)
+        assert got.abs_sum == pytest.approx(pin.abs_sum, rel=1e-4)
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        print(json.dumps({m: measure(m, Path(tmp) / m)._asdict() for m in sorted(PINS)}, indent=1))
+        print("machine:", machine())

@@ -114,6 +114,7 @@ def outcomes() -> dict[str, object]:
     return {block.name: result for block, result in zip(BLOCKS, results, strict=True)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.name for b in BLOCKS])
 def test_runnable_block(block: Block, outcomes: dict[str, object]) -> None:
     outcome = outcomes[block.name]

@@ -136,7 +136,7 @@ def test_kl_histogram_prefers_samples_of_the_prior(prior):
 @pytest.mark.parametrize("prior", PRIORS)
 def test_pmp_soft_rate_lands_on_the_target_without_a_budget(prior):
     params = prior_params(prior)
-    method = pmp(prior=prior)
+    method = pmp(prior=prior, scope="tensor", mu_end=None)
     aux = method.init(params, jax.random.PRNGKey(0))
     assert set(aux) == set(prunable_leaves(params))
     n_total = sum(w.size for w in prunable_leaves(params).values())
@@ -148,7 +148,7 @@ def test_pmp_soft_rate_lands_on_the_target_without_a_budget(prior):
 
 def test_pmp_mask_is_the_band_stop_at_the_quantile_and_jit_agrees():
     params = prior_params("gaussian")
-    method = pmp(kappa_start=0.2, kappa_end=0.005)
+    method = pmp(kappa_start=0.2, kappa_end=0.005, scope="tensor", mu_end=None)
     aux = method.init(params, jax.random.PRNGKey(0))
     ctx = ctx_at(step=3, total=10, rate=0.9)
     masks = method.mask(params, aux, ctx)
@@ -180,7 +180,7 @@ def test_pmp_mask_is_the_band_stop_at_the_quantile_and_jit_agrees():
 
 def test_kl_alignment_penalty():
     params = prior_params("laplace")
-    method = pmp(prior="laplace", alignment="kl", mu=2.0, bins=32)
+    method = pmp(prior="laplace", alignment="kl", mu=2.0, bins=32, scope="tensor", mu_end=None)
     aux = method.init(params, jax.random.PRNGKey(0))
     ctx = ctx_at()
     value = jax.jit(method.penalty)(params, aux, ctx, {})
@@ -192,7 +192,7 @@ def test_kl_alignment_penalty():
 def test_alignment_weight_ramps_geometrically_from_mu_to_mu_end():
     params = prior_params("gaussian")
     shifted = jax.tree.map(lambda w: 1.5 * w, params)  # wider than the prior: W2² > 0
-    constant, ramped = pmp(mu=2.0), pmp(mu=2.0, mu_end=200.0)
+    constant, ramped = pmp(mu=2.0, mu_end=None), pmp(mu=2.0, mu_end=200.0)
     aux = constant.init(params, jax.random.PRNGKey(0))
     base = float(constant.penalty(shifted, aux, ctx_at(step=0, total=11), {}))
     assert base > 0
@@ -216,7 +216,7 @@ def test_alignment_weight_ramps_geometrically_from_mu_to_mu_end():
 
 def test_mrmp_masks_vmap_over_rates():
     params = prior_params("gaussian")
-    method = mrmp(rates=RATES)
+    method = mrmp(rates=RATES, scope="tensor")
     aux = method.init(params, jax.random.PRNGKey(0))
     ctx = ctx_at(step=9, total=10)
     stacked = jax.jit(lambda lat, a, r: mrmp_masks(lat, a, r, ctx, method))(

@@ -99,7 +99,7 @@ def test_compose_multiplies_masks_and_sums_penalties():
 def test_ctf_entry_only_is_the_plain_band_stop():
     params, ctx = tiny_params(), ctx_at(step=3, total=10)
     # The SPEC §1 schedule: no budget warmup, κ annealed from κ_0 = 0.5 over all steps.
-    method = ctf(granularities=("entry",), alpha=0.8, kappa_start=0.5, warmup=0.0)
+    method = ctf(granularities=("entry",), alpha=0.8, kappa_start=0.5, warmup=0.0, zero_floor=False)
     aux = method.init(params, jax.random.PRNGKey(0))
     masks = method.mask(params, aux, ctx)
     kappa = 0.5 * (0.005 / 0.5) ** (3 / 9)
@@ -112,7 +112,7 @@ def test_ctf_entry_only_is_the_plain_band_stop():
 
 def test_ctf_holds_the_temperature_during_the_budget_warmup():
     params = tiny_params()
-    method = ctf(granularities=("entry",), kappa_start=0.2, warmup=0.5, hold=True)
+    method = ctf(granularities=("entry",), kappa_start=0.2, warmup=0.5, hold=True, zero_floor=False)
     aux = method.init(params, jax.random.PRNGKey(0))
     w, a = params["fc0"]["kernel"], aux["fc0/kernel"]
     for step, kappa in [(0, 0.2), (4, 0.2), (5, 0.2), (7, 0.2 * (0.005 / 0.2) ** 0.5), (9, 0.005)]:
@@ -230,3 +230,34 @@ def test_to_objective_trains_in_the_shared_step_and_traces_once():
     dense = run.trainer.evaluate(state._replace(aux={}), run.data.test)
     masked = trainer.evaluate(state, run.data.test)
     assert not np.allclose(dense["loss"], masked["loss"])
+
+
+@pytest.mark.parametrize("method", ["ctf", "ssp", "tcmp", "pmp", "mrmp"])
+def test_library_defaults_are_the_command_lines(method):
+    """`api.get(name)` (the factory's own defaults) builds what `gcnprune prune --method name`
+    trains: every hyper-parameter the CLI passes equals the factory's default."""
+    import inspect
+
+    from gcnprune_jax.config import default_config
+    from gcnprune_jax.pruning import ctf as ctf_module
+    from gcnprune_jax.pruning import pmp as pmp_module
+    from gcnprune_jax.pruning import ssp as ssp_module
+    from gcnprune_jax.pruning import tcmp as tcmp_module
+    from gcnprune_jax.runner import _method_hyper
+
+    factory = {
+        "ctf": ctf_module.ctf,
+        "ssp": ssp_module.ssp,
+        "tcmp": tcmp_module.tcmp,
+        "pmp": pmp_module.pmp,
+        "mrmp": pmp_module.mrmp,
+    }[method]
+    cfg = default_config("synthetic", method).replace(method=method, target_rate=0.9)
+    cli_hyper = _method_hyper(cfg, n_nodes=15)
+    defaults = inspect.signature(factory).parameters
+    differing = {
+        name: (defaults[name].default, value)
+        for name, value in cli_hyper.items()
+        if name not in ("model", "n_nodes") and defaults[name].default != value
+    }
+    assert differing == {}, f"{method}: factory default vs command line: {differing}"

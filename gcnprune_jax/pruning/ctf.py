@@ -42,10 +42,10 @@ def ctf(
     alpha: float = 0.5,
     kappa_start: float = 0.2,
     kappa_end: float = 0.005,
-    lam: float = 1e4,
+    lam: float = 1e3,
     warmup: float = 0.5,
     hold: bool = True,
-    zero_floor: bool = False,
+    zero_floor: bool = True,
     control: bool = False,
     control_speed: float = 10.0,
 ) -> PruningMethod:

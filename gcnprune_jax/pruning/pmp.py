@@ -344,8 +344,8 @@ def pmp(
     warmup: float = 0.0,
     bins: int = 64,
     bandwidth: float | None = None,
-    mu_end: float | None = None,
-    scope: str = "tensor",
+    mu_end: float | None = 100.0,
+    scope: str = "global",
 ) -> PruningMethod:
     """The PMP method of SPEC §4.
 
@@ -353,7 +353,7 @@ def pmp(
     alignment: "wasserstein" (exact 1-D W2², `wasserstein2`) or "kl" (`kl_histogram`).
     mu: weight μ of the alignment loss μ Σ_ℓ D(Ŵ_ℓ, Q_ℓ); D is on the unit-variance scale.
     mu_end: None (constant μ, the SPEC) or the weight at the end of training, reached by a
-      geometric ramp from mu (`alignment_weight`); the config's PMP default ramps.
+      geometric ramp from mu (`alignment_weight`); default 100 (docs/methods.md, PMP).
     kappa_start, kappa_end: κ_0 and κ_min of the relative temperature τ = κ_t a_ℓ(r).
     warmup: κ is held at kappa_start over this fraction of the steps, then annealed
       (`shared.held_anneal`; 0 = anneal over all steps), and the threshold's rate ramps in
@@ -394,7 +394,7 @@ def mrmp(
     bins: int = 64,
     bandwidth: float | None = None,
     mu_end: float | None = None,
-    scope: str = "tensor",
+    scope: str = "global",
 ) -> PruningMethod:
     """The MRMP method of SPEC §5: PMP on one latent pytree trained for many rates.
 

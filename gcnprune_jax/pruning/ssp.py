@@ -179,7 +179,7 @@ def ssp(
     alpha: float = 0.5,
     kappa_start: float = 0.2,
     kappa_end: float = 0.005,
-    lam: float = 1e4,
+    lam: float = 1e3,
     warmup: float = 0.5,
     hold: bool = True,
     beta: float = 1.0,

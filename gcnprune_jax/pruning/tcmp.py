@@ -62,8 +62,8 @@ def tcmp(
     warmup: float = 0.5,
     hold: bool = True,
     tau_h: float = 0.1,
-    zero_floor: bool = False,
-    control: bool = False,
+    zero_floor: bool = True,
+    control: bool = True,
     control_speed: float = 10.0,
 ) -> PruningMethod:
     """The TCMP method of SPEC §3 for the GCN `model` on graphs of `n_nodes` nodes.

@@ -27,7 +27,9 @@ from gcnprune_jax.compact import (
     choose_layouts,
     compact,
     compact_flops,
+    compact_stages,
     save_compact,
+    stage_times,
     time_call,
     with_layouts,
 )
@@ -135,6 +137,22 @@ def bench_network(
                     "speedup": times["masked_dense"] / times[name],
                 }
             )
+    # where the time goes: each stage of the compacted network run alone (jitted) on the
+    # previous stage's output, on the whole largest batch at once and on one chunk of it
+    # (what `apply_compact` runs per loop step), both as ms per 1024 samples
+    big = max(batch_sizes)
+    reps = int(np.ceil(big / len(x)))
+    xb = jnp.asarray(np.concatenate([x] * reps)[:big], jnp.float32)
+    stages = compact_stages(auto.spec, np.asarray(run.adjacency))
+    chunk = min(auto.spec.batch_chunk or big, big)
+    per_layer = {
+        f"batch {big}": stage_times(stages, auto.params, xb, repeats=repeats),
+        f"chunk {chunk}": stage_times(stages, auto.params, xb[:chunk], repeats=repeats),
+    }
+    per_layer_ms = {
+        where: {name: 1e3 * t * 1024 / int(where.split()[1]) for name, t in times.items()}
+        for where, times in per_layer.items()
+    }
     kept = sum(int(np.count_nonzero(m)) for m in masks.values())
     total = sum(int(np.size(m)) for m in masks.values())
     return {
@@ -146,6 +164,7 @@ def bench_network(
         "layouts": {str(b): lay for b, lay in chosen.items()},
         "layout_times_s": layout_times,
         "max_relative_error": errors,
+        "stage_ms_per_1024": per_layer_ms,
         "rows": rows,
         "backend": jax.default_backend(),
         "device": str(jax.devices()[0].device_kind),
@@ -287,4 +306,27 @@ def markdown_rows(results: Sequence[dict[str, Any]]) -> list[str]:
                 f"{1e3 * row['latency_s']:.3f} | {row['throughput_per_s']:.0f} | "
                 f"{row['speedup']:.2f} | {ratio:.2f} |"
             )
+    return lines
+
+
+def markdown_stages(results: Sequence[dict[str, Any]]) -> list[str]:
+    """Markdown table lines: per network, each stage of the compacted network (ms per 1024
+    samples), on the whole batch at once and per chunk."""
+    lines = (
+        [
+            "| method | rate | stage | "
+            + " | ".join(f"ms/1024, {w}" for w in next(iter(results))["stage_ms_per_1024"])
+            + " |"
+        ]
+        if results
+        else []
+    )
+    if not results:
+        return lines
+    lines.append("|---|---|---|" + "---|" * len(results[0]["stage_ms_per_1024"]))
+    for res in results:
+        cols = list(res["stage_ms_per_1024"].values())
+        for name in cols[0]:
+            cells = " | ".join(f"{c[name]:.2f}" for c in cols)
+            lines.append(f"| {res['method']} | {res['target_rate']:g} | {name} | {cells} |")
     return lines

@@ -43,13 +43,28 @@ LAYOUTS = ("dense", "bcoo")
 
 
 @dataclasses.dataclass(frozen=True)
+class HeadGroup:
+    """Kept heads of one block that run together: same attention dims, same conv width
+    (the fixed-adjacency model: every kept head, one product over all their columns)."""
+
+    heads: tuple[int, ...]  # original head indices
+    dims: int  # attention dims per head (0: no query/key, the logits are 0)
+    widths: tuple[int, ...]  # conv columns per head
+    query: tuple[tuple[int, int], ...]  # per head: (projection, column offset) of its dims
+    key: tuple[tuple[int, int], ...]
+    conv: tuple[tuple[int, int], ...]  # projection -1: reads nothing (zeros)
+
+
+@dataclasses.dataclass(frozen=True)
 class BlockSpec:
     """Static structure of one compacted attention block."""
 
-    in_index: tuple[int, ...] | None  # first block: gather of the input features (None: all)
+    in_index: tuple[int, ...] | None  # unused (None); kept for compact.json readers
     conv_widths: tuple[int, ...]  # kept conv columns per kept head
     attention_dims: tuple[int, ...]  # kept query/key dims per kept head
     heads: tuple[int, ...]  # original indices of the kept heads
+    projections: tuple[tuple[int, ...] | None, ...] = ()  # input rows of each proj matmul
+    groups: tuple[HeadGroup, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +74,15 @@ class CompactSpec:
     attention: str
     attention_dim: int  # the original d, for the 1/sqrt(d) scale
     blocks: tuple[BlockSpec, ...]
-    fc_in_index: tuple[int, ...] | None  # gather of the flattened node features
+    fc_in_index: tuple[int, ...] | None  # unused (None); kept for compact.json readers
     layouts: tuple[str, ...]  # per FC layer and the classifier: "dense" or "bcoo"
+    n_nodes: int = 0
+    # per head group of the last block: the flattened features the first FC layer reads
+    # (indices into the group's (n, V, c) output, or None: all)
+    fc_gather: tuple[tuple[int, ...] | None, ...] = ()
+    # the logits the classifier computes (None: all); the others are their bias
+    logit_index: tuple[int, ...] | None = None
+    batch_chunk: int = 64  # `apply_compact` runs larger batches in chunks of this size (0: never)
 
     def shapes(self, params: Mapping[str, Any]) -> dict[str, list[int]]:
         """{name: shape} of the compacted parameters (the JSON `gcnprune export` writes)."""
@@ -148,9 +170,8 @@ def compact(
         biases[i] = biases[i] + in_value[in_constant] @ kernel[in_constant]
         live_rows = ~in_constant
         constant = ~kernel[live_rows].any(axis=0)
-        is_classifier = i == len(kernels) - 1
-        if is_classifier or not remove:
-            constant = np.zeros_like(constant)  # logits are never dropped
+        if not remove:
+            constant = np.zeros_like(constant)  # (a constant logit is its bias, see below)
         out_constant.append(constant)
         in_constant, in_value = constant, np.maximum(biases[i], 0.0)
 
@@ -193,75 +214,166 @@ def compact(
         keep[b] = {"cols": cols, "dims": dims, "rows": rows, "heads": np.flatnonzero(head_kept)}
         needed_features = rows  # the previous block's needed output features
 
-    # Forward: build each block with its kept heads, each padded to the widest kept head's
-    # width (zero weights and biases: padded outputs are relu(0) = 0 and nobody reads them),
-    # so a block stays three batched einsums like the original module.
+    # Forward: lay out each block for speed, keeping every product exactly the size the
+    # structured FLOP count (`costs.flops_structured`) gives it.
+    # - Projections: each (tensor, head) unit (a head's query, key or conv columns) reads only
+    #   its own rows; units reading the same input rows share one matmul `x[..., R] @ proj_r`
+    #   (usually one: all heads read all rows), instead of three batched einsums.
+    # - Heads: kept heads with the same (attention dims, conv width) form a group that runs as
+    #   one batched product each for the logits and the aggregation; no padded head or column.
+    # - Softmax: 1/sqrt(d) and log2(e) are folded into the query weights (and the adjacency
+    #   gains), so the attention is exp2(z - max z) and the normalization is applied to the
+    #   (B, h, V, c) aggregate instead of the (B, h, V, V) attention.
+    # - The first FC layer reads only the flattened features it needs (a static gather of the
+    #   last block's outputs, laid out head-major), with no zero rows.
     block_specs: list[BlockSpec] = []
     block_params: list[dict[str, Any]] = []
-    # block b > 0: original input feature -> position in the previous block's padded layout
-    in_position, prev_width = np.zeros(0, np.int64), 0
+    merged = model.attention == "adjacency"
+    # block b > 0: original input feature -> position in the previous block's compact output
+    in_position = np.zeros(0, np.int64)
+    last_flat: list[np.ndarray] = []  # last block: per group, (n, V, c) -> original flat index
     for b in range(n_blocks):
         blk, k = w[f"block{b}"], keep[b]
         conv = blk["conv"]
         n_heads, s_in, n_filters = conv.shape
-        kept_heads, cols, dims, rows = k["heads"], k["cols"], k["dims"], k["rows"]
-        row_idx = np.flatnonzero(rows)
-        if b == 0:  # unread input features get zero rows: no gather (see the module doc)
-            width_in = s_in
-            positions = row_idx
+        kept_heads, cols, dims = k["heads"], k["cols"], k["dims"]
+        position = np.arange(s_in) if b == 0 else in_position
+        width_in = s_in if b == 0 else int(in_position.max(initial=-1)) + 1
+
+        def unit(weights: np.ndarray, position: np.ndarray = position) -> tuple:
+            """(input positions read, their weight rows) of one unit's (s_in, m) weights."""
+            rows = np.flatnonzero(weights.any(axis=1))
+            if np.any(position[rows] < 0):
+                raise AssertionError("a kept unit reads an input the previous block dropped")
+            order = np.argsort(position[rows], kind="stable")
+            return tuple(int(i) for i in position[rows][order]), weights[rows[order]]
+
+        c_idx = {h: np.flatnonzero(cols[h]) for h in kept_heads}
+        d_idx = {h: np.flatnonzero(dims[h]) if has_qk else np.zeros(0, int) for h in kept_heads}
+        if merged:
+            groups_heads = [list(kept_heads)] if kept_heads.size else []
         else:
-            width_in = prev_width
-            positions = in_position[row_idx]
-        c_max = int(cols[kept_heads].sum(axis=1).max(initial=0))
-        d_max = int(dims[kept_heads].sum(axis=1).max(initial=0)) if has_qk else 0
-        n_kept = kept_heads.size
-        p: dict[str, Any] = {
-            "conv": np.zeros((n_kept, width_in, c_max)),
-            "bias": np.zeros((n_kept, c_max)),
-        }
-        if has_qk:
-            p["query"] = np.zeros((n_kept, width_in, d_max))
-            p["key"] = np.zeros((n_kept, width_in, d_max))
+            sizes = sorted({(d_idx[h].size, c_idx[h].size) for h in kept_heads})
+            groups_heads = [
+                [h for h in kept_heads if (d_idx[h].size, c_idx[h].size) == size] for size in sizes
+            ]
+        proj_rows: list[tuple[int, ...]] = []
+        proj_cols: list[list[np.ndarray]] = []
+
+        def place(
+            rows_weights: tuple, proj_rows: list = proj_rows, proj_cols: list = proj_cols
+        ) -> tuple[int, int]:
+            """Append a unit's columns to the projection over its rows: (projection, offset)."""
+            rows, weights = rows_weights
+            if not rows:
+                return (-1, 0)  # reads nothing: zeros (e.g. a bias-only conv column)
+            if rows not in proj_rows:
+                proj_rows.append(rows)
+                proj_cols.append([])
+            r = proj_rows.index(rows)
+            offset = sum(c.shape[1] for c in proj_cols[r])
+            proj_cols[r].append(weights)
+            return (r, offset)
+
+        scale = 1.0 / (math.log(2.0) * math.sqrt(model.attention_dim))
+        p: dict[str, Any] = {}
+        group_specs = []
         out_position = -np.ones(n_heads * n_filters, np.int64)
-        for j, h in enumerate(kept_heads):
-            c_idx = np.flatnonzero(cols[h])
-            p["conv"][j][np.ix_(positions, np.arange(c_idx.size))] = conv[h][np.ix_(row_idx, c_idx)]
-            p["bias"][j, : c_idx.size] = blk["bias"][h][c_idx]
-            out_position[h * n_filters + c_idx] = j * c_max + np.arange(c_idx.size)
-            if has_qk:
-                d_idx = np.flatnonzero(dims[h])
-                grid = np.ix_(positions, np.arange(d_idx.size))
-                p["query"][j][grid] = blk["query"][h][np.ix_(row_idx, d_idx)]
-                p["key"][j][grid] = blk["key"][h][np.ix_(row_idx, d_idx)]
-        if "adjacency_gain" in blk:
-            p["adjacency_gain"] = blk["adjacency_gain"][kept_heads]
+        offset_out = 0
+        flat = []
+        # all queries, then all keys, then all conv columns: the queries (keys) of groups with
+        # equal attention dims are one slice, so their attention is computed together
+        with_qk = [has_qk and d_idx[hs[0]].size > 0 for hs in groups_heads]
+        queries = [
+            [place(unit(blk["query"][h][:, d_idx[h]] * scale)) for h in hs] if on else []
+            for hs, on in zip(groups_heads, with_qk, strict=True)
+        ]
+        keys = [
+            [place(unit(blk["key"][h][:, d_idx[h]])) for h in hs] if on else []
+            for hs, on in zip(groups_heads, with_qk, strict=True)
+        ]
+        convs = [[place(unit(conv[h][:, c_idx[h]])) for h in hs] for hs in groups_heads]
+        for g, heads_g in enumerate(groups_heads):
+            query, key, conv_src = queries[g], keys[g], convs[g]
+            widths = [int(c_idx[h].size) for h in heads_g]
+            group_specs.append(
+                HeadGroup(
+                    heads=tuple(int(h) for h in heads_g),
+                    dims=int(d_idx[heads_g[0]].size),
+                    widths=tuple(widths),
+                    query=tuple(query),
+                    key=tuple(key),
+                    conv=tuple(conv_src),
+                )
+            )
+            bias = [blk["bias"][h][c_idx[h]] for h in heads_g]
+            p[f"bias{g}"] = np.concatenate(bias) if merged else np.stack(bias)
+            if model.attention == "softmax+adjacency":
+                p[f"gain{g}"] = blk["adjacency_gain"][heads_g] / math.log(2.0)
+            # where each original (h, c) lands in this block's output (B, V, features), and
+            # in the last block's flattened group output: (n, V, c) head-major, or (V, N)
+            width_g = sum(widths)
+            index = np.zeros((n_nodes, width_g), np.int64) if merged else None
+            column = 0
+            for i, h in enumerate(heads_g):
+                originals = h * n_filters + c_idx[h]
+                if merged:
+                    out_position[originals] = offset_out + column + np.arange(widths[i])
+                    index[:, column : column + widths[i]] = (
+                        np.arange(n_nodes)[:, None] * (n_heads * n_filters) + originals
+                    )
+                else:
+                    out_position[originals] = offset_out + i * widths[i] + np.arange(widths[i])
+                column += widths[i]
+            if not merged:
+                c_g = widths[0]
+                index = np.zeros((len(heads_g), n_nodes, c_g), np.int64)
+                for i, h in enumerate(heads_g):
+                    index[i] = np.arange(n_nodes)[:, None] * (n_heads * n_filters) + (
+                        h * n_filters + c_idx[h]
+                    )
+            flat.append(index.reshape(-1))
+            offset_out += width_g
+        for r in range(len(proj_rows)):
+            p[f"proj{r}"] = np.concatenate(proj_cols[r], axis=1)
         block_specs.append(
             BlockSpec(
                 in_index=None,
                 conv_widths=tuple(int(cols[h].sum()) for h in kept_heads),
                 attention_dims=tuple(int(dims[h].sum()) for h in kept_heads),
                 heads=tuple(int(h) for h in kept_heads),
+                projections=tuple(
+                    None if rows == tuple(range(width_in)) else rows for rows in proj_rows
+                ),
+                groups=tuple(group_specs),
             )
         )
         block_params.append(p)
-        in_position, prev_width = out_position, n_kept * c_max
+        in_position, last_flat = out_position, flat
 
-    # The flattened compact features are (v, padded (h', c')); map the needed original flat
-    # indices (v, h, c) to their positions there.
-    v_idx, f_idx = np.divmod(np.flatnonzero(needed_flat), heads * filters)
-    if np.any(in_position[f_idx] < 0):
+    # The first FC layer reads, per group of the last block, the needed flattened features
+    # (original flat index v * H*C + h*C + c) in the group's own flattened order.
+    needed_index = np.flatnonzero(needed_flat)
+    if np.any(in_position[needed_index % (heads * filters)] < 0):
         raise AssertionError("a needed flattened feature has no kept conv column")
-    fc_in = v_idx * prev_width + in_position[f_idx]
-    fc_in_index = None  # unread flattened features get zero rows instead of a gather
+    fc_gather, fc0_rows = [], []
+    for index in last_flat:
+        take = np.flatnonzero(needed_flat[index])
+        fc_gather.append(None if take.size == index.size else tuple(int(t) for t in take))
+        fc0_rows.append(index[take])
+    fc0_rows = np.concatenate(fc0_rows) if fc0_rows else np.zeros(0, np.int64)
+    if sorted(fc0_rows.tolist()) != needed_index.tolist():
+        raise AssertionError("the first FC layer's rows do not cover the needed features")
 
     fc_params = []
     for i in range(len(kernels)):
-        kernel = kernels[i][kept_rows[i]][:, kept_cols[i]]
-        if i == 0:
-            full = np.zeros((n_nodes * prev_width, kernel.shape[1]))
-            full[fc_in] = kernel
-            kernel = full
-        fc_params.append({"kernel": kernel, "bias": biases[i][kept_cols[i]]})
+        rows = fc0_rows if i == 0 else np.flatnonzero(kept_rows[i])
+        kernel = kernels[i][rows][:, kept_cols[i]]
+        # the classifier keeps every bias: a logit no kept weight reaches is its bias alone
+        bias = biases[i] if i == len(kernels) - 1 else biases[i][kept_cols[i]]
+        fc_params.append({"kernel": kernel, "bias": bias})
+    logits_kept = kept_cols[-1]
+    logit_index = None if logits_kept.all() else tuple(int(i) for i in np.flatnonzero(logits_kept))
 
     out_params: dict[str, Any] = {}
     for b, p in enumerate(block_params):
@@ -276,8 +388,11 @@ def compact(
         attention=model.attention,
         attention_dim=model.attention_dim,
         blocks=tuple(block_specs),
-        fc_in_index=fc_in_index,
+        fc_in_index=None,
         layouts=tuple(layouts),
+        n_nodes=n_nodes,
+        fc_gather=tuple(fc_gather),
+        logit_index=logit_index,
     )
     return CompactGCN(spec=spec, params=out_params)
 
@@ -298,60 +413,241 @@ def with_layouts(net: CompactGCN, layouts: tuple[str, ...]) -> CompactGCN:
     return CompactGCN(dataclasses.replace(net.spec, layouts=tuple(layouts)), params)
 
 
+def _units(outs: list, srcs: tuple, widths: tuple[int, ...], stacked: bool) -> jax.Array:
+    """Columns of the units `srcs` ((projection, offset) each) of the projection outputs
+    (B, V, N_r): stacked (B, n, V, c) for a head group, else concatenated (B, V, Σc)."""
+    batch, v = outs[0].shape[:2] if outs else (0, 0)
+    r0, o0 = srcs[0]
+    consecutive = r0 >= 0 and all(src == (r0, o0 + sum(widths[:i])) for i, src in enumerate(srcs))
+    if consecutive:  # one slice (the usual case: units laid out in order)
+        cols = outs[r0][..., o0 : o0 + sum(widths)]
+        if not stacked:
+            return cols
+        return cols.reshape(batch, v, len(srcs), widths[0]).transpose(0, 2, 1, 3)
+    parts = [
+        outs[r][..., o : o + c] if r >= 0 else jnp.zeros((batch, v, c), jnp.float32)
+        for (r, o), c in zip(srcs, widths, strict=True)
+    ]
+    return jnp.stack(parts, axis=1) if stacked else jnp.concatenate(parts, axis=-1)
+
+
+def _stage_project(blk: BlockSpec, p: Mapping[str, Any], x: jax.Array) -> list:
+    """The block's projections: x (B, V, s) -> [x[..., R_r] @ proj_r] (B, V, N_r)."""
+    outs = []
+    for r, rows in enumerate(blk.projections):
+        xr = x if rows is None else x[..., np.asarray(rows, np.int32)]
+        outs.append(xr @ p[f"proj{r}"])
+    if not outs:  # nothing read: keep the batch and node sizes for zero units
+        outs = [jnp.zeros((*x.shape[:2], 0), jnp.float32)]
+    return outs
+
+
+def _stage_attend(
+    spec: CompactSpec, blk: BlockSpec, p: Mapping[str, Any], outs: list, adjacency: jax.Array
+) -> list:
+    """Per head group, the unnormalized attention e = exp2(z - max z) (B, n, V, V) and its row
+    sums (B, n, V); (None, None) for the fixed adjacency. Consecutive groups with the same
+    attention dims (they differ in conv width) compute it together, then split by heads."""
+    if spec.attention == "adjacency":
+        return [(None, None)] * len(blk.groups)
+    batch, v = outs[0].shape[:2]
+    result: list = []
+    start = 0
+    while start < len(blk.groups):
+        stop = start + 1
+        while stop < len(blk.groups) and blk.groups[stop].dims == blk.groups[start].dims:
+            stop += 1
+        run = blk.groups[start:stop]
+        sizes = [len(grp.heads) for grp in run]
+        n, dims = sum(sizes), run[0].dims
+        if dims:
+            q = _units(outs, sum((grp.query for grp in run), ()), (dims,) * n, True)
+            k = _units(outs, sum((grp.key for grp in run), ()), (dims,) * n, True)
+            z = jnp.einsum("bhvd,bhwd->bhvw", q, k)
+        else:  # no live attention dim: the logits are 0
+            z = jnp.zeros((batch, n, v, v), jnp.float32)
+        if spec.attention == "softmax+adjacency":
+            gain = jnp.concatenate([p[f"gain{g}"] for g in range(start, stop)])
+            z = z + gain[None, :, None, None] * adjacency
+        if spec.attention == "neighbours":
+            near = adjacency > 0
+            z = jnp.where(near, z, -jnp.inf)
+            e = jnp.where(near, jnp.exp2(z - z.max(axis=-1, keepdims=True)), 0.0)
+        else:
+            e = jnp.exp2(z - z.max(axis=-1, keepdims=True))
+        total = e.sum(axis=-1)
+        offset = 0
+        for size in sizes:
+            if len(sizes) == 1:
+                result.append((e, total))
+            else:
+                result.append((e[:, offset : offset + size], total[:, offset : offset + size]))
+            offset += size
+        start = stop
+    return result
+
+
+def _stage_aggregate(
+    spec: CompactSpec,
+    blk: BlockSpec,
+    p: Mapping[str, Any],
+    outs: list,
+    attention: list,
+    adjacency: jax.Array,
+) -> list:
+    """Per head group, relu(A · XW + bias): (B, n, V, c), or (B, V, Σc) for the adjacency."""
+    ys = []
+    for g, (grp, (e, total)) in enumerate(zip(blk.groups, attention, strict=True)):
+        if spec.attention == "adjacency":
+            xw = _units(outs, grp.conv, grp.widths, False)
+            y = jnp.einsum("vw,bwn->bvn", adjacency, xw) + p[f"bias{g}"]
+        else:
+            xw = _units(outs, grp.conv, grp.widths, True)
+            if spec.attention == "mean":
+                attn = 0.5 * e / total[..., None] + 0.5 * adjacency
+                y = jnp.einsum("bhvw,bhwc->bhvc", attn, xw)
+            else:  # softmax normalization applied after the product (c <= V numbers per row)
+                y = jnp.einsum("bhvw,bhwc->bhvc", e, xw) / total[..., None]
+            y = y + p[f"bias{g}"][None, :, None, :]
+        ys.append(jax.nn.relu(y))
+    return ys
+
+
+def _block_output(spec: CompactSpec, ys: list, x: jax.Array) -> jax.Array:
+    """The next block's input (B, V, features): the groups' outputs node-major."""
+    if spec.attention == "adjacency":
+        parts = ys
+    else:
+        parts = [y.transpose(0, 2, 1, 3).reshape(y.shape[0], y.shape[2], -1) for y in ys]
+    if not parts:
+        return jnp.zeros((*x.shape[:2], 0), jnp.float32)
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
+
+
+def _fc_input(spec: CompactSpec, ys: list, batch: int) -> jax.Array:
+    """The first FC layer's input: per group of the last block, its needed flattened
+    features (static gather), concatenated."""
+    parts = []
+    for y, take in zip(ys, spec.fc_gather, strict=True):
+        flat = y.reshape(batch, -1)
+        if take is not None:
+            index = np.asarray(take, np.int32)
+            flat = flat.at[:, index].get(
+                unique_indices=True, indices_are_sorted=True, mode="promise_in_bounds"
+            )
+        parts.append(flat)
+    if not parts:
+        return jnp.zeros((batch, 0), jnp.float32)
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)
+
+
+def compact_stages(spec: CompactSpec, adjacency: Any) -> list[tuple[str, Any]]:
+    """`apply_compact` as named stages `(name, fn(params, carry) -> carry)`, carry starting as
+    the input x (B, V, F) and ending as the logits: what `stage_times` times one by one."""
+    adjacency = jnp.asarray(adjacency, jnp.float32)
+    stages: list[tuple[str, Any]] = []
+    n_blocks = len(spec.blocks)
+    for b, blk in enumerate(spec.blocks):
+        last = b == n_blocks - 1
+
+        def project(params, x, b=b, blk=blk):
+            return x, _stage_project(blk, params[f"block{b}"], x)
+
+        def attend(params, carry, b=b, blk=blk):
+            x, outs = carry
+            return x, outs, _stage_attend(spec, blk, params[f"block{b}"], outs, adjacency)
+
+        def aggregate(params, carry, b=b, blk=blk, last=last):
+            x, outs, attention = carry
+            ys = _stage_aggregate(spec, blk, params[f"block{b}"], outs, attention, adjacency)
+            if last:
+                return jnp.zeros((x.shape[0], 0), jnp.float32), ys  # the batch size
+            return _block_output(spec, ys, x)
+
+        stages += [
+            (f"block{b}/projection", project),
+            (f"block{b}/attention", attend),
+            (f"block{b}/aggregation", aggregate),
+        ]
+
+    def fc_input(params, carry):
+        empty, ys = carry
+        return _fc_input(spec, ys, empty.shape[0])
+
+    stages.append(("fc_input", fc_input))
+    n_fc = len(spec.layouts) - 1
+    for i in range(n_fc + 1):
+        name = "classifier" if i == n_fc else f"fc{i}"
+
+        def layer(params, x, name=name, hidden=i < n_fc):
+            kernel, bias = params[name]["kernel"], params[name]["bias"]
+            if hidden:
+                return jax.nn.relu(x @ kernel + bias)
+            if spec.logit_index is None:
+                return x @ kernel + bias
+            index = np.asarray(spec.logit_index, np.int32)
+            logits = jnp.broadcast_to(bias, (x.shape[0], bias.shape[0]))
+            return logits.at[:, index].set(x @ kernel + bias[index])
+
+        stages.append((name, layer))
+    return stages
+
+
 def apply_compact(
     spec: CompactSpec, params: Mapping[str, Any], x: jax.Array, adjacency: jax.Array
 ) -> jax.Array:
     """Logits of the compacted network: x (B, V, F) -> (B, n_classes). Pure; jit it with
-    `spec` static (`jax.jit(apply_compact, static_argnums=0)`). Each block computes as
-    `models.gcn.AttentionGraphConv` does, over its kept heads (H', padded widths)."""
-    adjacency = jnp.asarray(adjacency, jnp.float32)
-    for b, blk in enumerate(spec.blocks):
-        p = params[f"block{b}"]
-        if blk.in_index is not None:
-            x = x[..., jnp.asarray(blk.in_index, jnp.int32)]
-        n_heads = len(blk.heads)
-        if spec.attention == "adjacency":
-            attn = jnp.broadcast_to(adjacency, (x.shape[0], n_heads, *adjacency.shape))
-        else:
-            q = jnp.einsum("bvs,hsd->bhvd", x, p["query"])
-            k = jnp.einsum("bvs,hsd->bhvd", x, p["key"])
-            logits = jnp.einsum("bhvd,bhwd->bhvw", q, k) / math.sqrt(spec.attention_dim)
-            if spec.attention == "softmax+adjacency":
-                logits = logits + p["adjacency_gain"][None, :, None, None] * adjacency
-            if spec.attention == "neighbours":
-                attn = jax.nn.softmax(logits, axis=-1, where=adjacency > 0)
-            else:
-                attn = jax.nn.softmax(logits, axis=-1)
-                if spec.attention == "mean":
-                    attn = 0.5 * (attn + adjacency)
-        xw = jnp.einsum("bvs,hsc->bhvc", x, p["conv"])
-        y = jnp.einsum("bhvw,bhwc->bhvc", attn, xw) + p["bias"][None, :, None, :]
-        y = jax.nn.relu(y)
-        batch, h, v, c = y.shape
-        x = y.transpose(0, 2, 1, 3).reshape(batch, v, h * c)
-    x = x.reshape(x.shape[0], -1)
-    if spec.fc_in_index is not None:
-        x = x[:, jnp.asarray(spec.fc_in_index, jnp.int32)]
-    n_fc = len(spec.layouts) - 1
-    for i in range(n_fc + 1):
-        name = "classifier" if i == n_fc else f"fc{i}"
-        x = x @ params[name]["kernel"] + params[name]["bias"]
-        if i < n_fc:
-            x = jax.nn.relu(x)
-    return x
+    `spec` static (`jax.jit(apply_compact, static_argnums=0)`). Each block computes what
+    `models.gcn.AttentionGraphConv` does over its kept heads, in the layout of `compact`.
+    A batch larger than `spec.batch_chunk` runs as a loop over chunks of that many samples
+    (padded to a multiple): each chunk's (chunk, h, V, V) attention stays in cache, where the
+    whole batch's (30 MB at B = 1024) would be written to and read back from memory."""
+    stages = compact_stages(spec, adjacency)
+
+    def run(xb: jax.Array) -> jax.Array:
+        carry = xb
+        for _, fn in stages:
+            carry = fn(params, carry)
+        return carry
+
+    chunk, batch = spec.batch_chunk, x.shape[0]
+    if not chunk or batch <= chunk:
+        return run(x)
+    n_chunks = -(-batch // chunk)
+    pad = n_chunks * chunk - batch
+    xs = jnp.pad(x, ((0, pad), (0, 0), (0, 0))) if pad else x
+    out = jax.lax.map(run, xs.reshape(n_chunks, chunk, *x.shape[1:]))
+    return out.reshape(n_chunks * chunk, -1)[:batch]
 
 
-def compact_flops(net: CompactGCN, n_nodes: int) -> int:
+def stage_times(
+    stages: list[tuple[str, Any]], params: Any, x: jax.Array, repeats: int = 10
+) -> dict[str, float]:
+    """Median seconds of each stage run alone (jitted) on the previous stage's output: where
+    the time of one forward pass goes. The stages' sum exceeds the whole pass somewhat (each
+    stage writes its output to memory, which the whole pass may fuse away)."""
+    times, carry = {}, x
+    for name, fn in stages:
+        step = jax.jit(fn)
+        times[name] = time_call(step, params, carry, repeats=repeats)
+        carry = step(params, carry)
+    return times
+
+
+def compact_flops(net: CompactGCN, n_nodes: int | None = None) -> int:
     """Dense FLOPs per sample of the compacted network as `apply_compact` runs it (2 per
-    multiply-add of every matrix product; the gathers and elementwise ops left out)."""
-    v, total = n_nodes, 0
-    for b in range(len(net.spec.blocks)):
+    multiply-add of every matrix product; gathers and elementwise ops left out). Equals
+    `costs.flops_structured` of the masks it was compacted from (one block; see the module
+    docstring for several)."""
+    v = net.spec.n_nodes if n_nodes is None else n_nodes
+    total = 0
+    for b, blk in enumerate(net.spec.blocks):
         p = net.params[f"block{b}"]
-        heads, s_in, width = np.shape(p["conv"])
-        total += heads * (2 * v * s_in * width + 2 * v * v * width)
-        if "query" in p:
-            dims = np.shape(p["query"])[2]
-            total += heads * (2 * 2 * v * s_in * dims + 2 * v * v * dims)
+        for r in range(len(blk.projections)):
+            rows, cols = np.shape(p[f"proj{r}"])
+            total += 2 * v * rows * cols
+        for grp in blk.groups:
+            total += 2 * v * v * (grp.dims * len(grp.heads) + sum(grp.widths))
     for name, p in net.params.items():
         if not name.startswith("block"):
             rows, cols = np.shape(_dense(p["kernel"]))
@@ -368,12 +664,27 @@ def spec_from_json(data: Mapping[str, Any]) -> CompactSpec:
     def tup(x: Any) -> tuple[int, ...] | None:
         return None if x is None else tuple(int(v) for v in x)
 
+    def pairs(x: Any) -> tuple[tuple[int, int], ...]:
+        return tuple((int(r), int(o)) for r, o in x)
+
     blocks = tuple(
         BlockSpec(
             in_index=tup(b["in_index"]),
             conv_widths=tup(b["conv_widths"]),
             attention_dims=tup(b["attention_dims"]),
             heads=tup(b["heads"]),
+            projections=tuple(tup(r) for r in b.get("projections", ())),
+            groups=tuple(
+                HeadGroup(
+                    heads=tup(g["heads"]),
+                    dims=int(g["dims"]),
+                    widths=tup(g["widths"]),
+                    query=pairs(g["query"]),
+                    key=pairs(g["key"]),
+                    conv=pairs(g["conv"]),
+                )
+                for g in b.get("groups", ())
+            ),
         )
         for b in data["blocks"]
     )
@@ -383,6 +694,10 @@ def spec_from_json(data: Mapping[str, Any]) -> CompactSpec:
         blocks=blocks,
         fc_in_index=tup(data["fc_in_index"]),
         layouts=tuple(data["layouts"]),
+        n_nodes=int(data.get("n_nodes", 0)),
+        fc_gather=tuple(tup(t) for t in data.get("fc_gather", ())),
+        logit_index=tup(data.get("logit_index")),
+        batch_chunk=int(data.get("batch_chunk", 0)),
     )
 
 

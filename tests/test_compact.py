@@ -2,6 +2,7 @@
 the masked network's logits, is smaller where the masks have structure, and round-trips
 through its saved form."""
 
+import dataclasses
 import json
 import os
 
@@ -82,6 +83,14 @@ def test_compacted_network_has_the_masked_networks_logits(attention, filters):
         assert full.params["fc0"]["kernel"].shape == params["fc0"]["kernel"].shape
         assert _relative(apply_compact(full.spec, full.params, x, _adjacency(V)), reference) < 1e-5
         assert compact_flops(net, V) <= compact_flops(full, V)
+        if len(filters) == 1:  # no zero rows, no padded heads: exactly the structured count
+            assert compact_flops(net, V) == flops_structured(
+                masks, cfg, n_nodes=V, n_features=F, n_classes=K
+            )
+        # a batch larger than the chunk runs as a loop over padded chunks: same logits
+        chunked = dataclasses.replace(net.spec, batch_chunk=4)
+        out = apply_compact(chunked, net.params, x, _adjacency(V))
+        assert _relative(out, reference) < 1e-5
 
 
 def test_compaction_removes_pruned_heads_columns_and_dead_units():
@@ -99,7 +108,9 @@ def test_compaction_removes_pruned_heads_columns_and_dead_units():
     masks["fc0/kernel"][:, 0] = False  # unit 0 of fc0 constant: folded into fc1's bias
     net = compact(params, masks, cfg, adjacency=_adjacency(V))
     assert net.spec.blocks[0].heads == (0, 2)
-    assert net.params["block0"]["conv"].shape == (2, F, 4)
+    # one projection for the kept heads' queries, keys (4 dims each) and conv columns
+    assert net.params["block0"]["proj0"].shape == (F, 2 * (4 + 4 + 4))
+    assert [g.heads for g in net.spec.blocks[0].groups] == [(0, 2)]
     assert net.params["fc0"]["kernel"].shape == (V * 8, 6)
     assert net.params["fc1"]["kernel"].shape == (6, 4)
     assert net.params["classifier"]["kernel"].shape == (4, K)
@@ -149,6 +160,10 @@ def test_compaction_is_exact_on_real_sbu_inputs(sbu_run):
         net = compact(latent, masks, run.cfg.model, adjacency=np.asarray(run.adjacency))
         out = apply_compact(net.spec, net.params, x, np.asarray(run.adjacency))
         assert _relative(out, reference) < 1e-5, structure
+        assert float(np.max(np.abs(np.asarray(out) - np.asarray(reference)))) < 1e-5, structure
+        assert compact_flops(net, run.ds.n_nodes) == flops_structured(
+            masks, run.cfg.model, **run.model_dims
+        ), structure
         if structure == "column":
             assert compact_flops(net, run.ds.n_nodes) < 0.5 * dense_flops(
                 run.cfg.model, **run.model_dims
@@ -164,7 +179,8 @@ def test_export_and_bench_commands(tmp_path):
     meta = json.loads((out / "compact" / "compact.json").read_text())
     assert meta["method"] == "structured" and meta["max_relative_error"] < 1e-5
     assert meta["flops_compact"] < meta["flops_dense"]
-    assert set(meta["shapes"]) >= {"fc0/kernel", "classifier/kernel", "block0/conv"}
+    assert meta["flops_compact"] == meta["flops_structured"]
+    assert set(meta["shapes"]) >= {"fc0/kernel", "classifier/kernel", "block0/proj0"}
     net, adjacency, _ = load_compact(out / "compact")
     assert [
         list(

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
 
 import jax
 
-from gcnprune_jax.bench import bench_checkpoint, markdown_rows
+from gcnprune_jax.bench import bench_checkpoint, markdown_rows, markdown_stages
 
 METHODS = ("magnitude", "structured", "ctf", "ssp", "tcmp")
 RATES = (0.5, 0.9, 0.95, 0.98, 0.99)
@@ -111,25 +112,57 @@ def main() -> None:
 
 def write(out, args, results, missing, seconds, batch_sizes, note="") -> None:
     device = jax.devices()[0]
+    big = max(batch_sizes)
+    summary = [
+        f"Compacted network (`compact_auto`) at batch {big}: measured speedup over the masked "
+        "network against the structured FLOP ratio (flops_dense / flops_structured).",
+        "",
+        "| method | rate | flops_structured | compacted FLOPs | FLOP ratio | speedup | "
+        "% of ratio | max rel. error |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for res in results:
+        auto = next(r for r in res["rows"] if r["path"] == "compact_auto" and r["batch"] == big)
+        ratio = res["flop_ratio_structured"]
+        summary.append(
+            f"| {res['method']} | {res['target_rate']:g} | {res['flops']['structured']} | "
+            f"{res['flops']['compact']} | {ratio:.2f} | {auto['speedup']:.2f} | "
+            f"{100 * auto['speedup'] / ratio:.0f}% | "
+            f"{res['max_relative_error']['compact_auto']:.1e} |"
+        )
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     lines = [
         f"# Inference: masked dense against compacted and sparse ({args.dataset}, "
         f"{jax.default_backend()})",
         "",
         f"Device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
         f"{platform.processor() or platform.machine()}; fold 1 of each run; median of "
-        f"{args.repeats} timing samples per cell, all paths timed in one process. Command:",
+        f"{args.repeats} timing samples per cell, all paths timed in one process; "
+        f"{cpus} CPU core(s) usable by the process, os.cpu_count() = {os.cpu_count()}. "
+        "Command:",
         "",
         "```",
-        f"GCNPRUNE_DATA_DIR=../shared/data python benchmarks/inference.py --dataset "
+        (f"XLA_FLAGS={os.environ['XLA_FLAGS']} " if os.environ.get("XLA_FLAGS") else "")
+        + f"GCNPRUNE_DATA_DIR=../shared/data python benchmarks/inference.py --dataset "
         f"{args.dataset} --runs {args.runs} --batch-sizes {','.join(map(str, batch_sizes))}"
-        + (f" --tag {args.tag}" if args.tag else ""),
+        + (f" --tag {args.tag}" if args.tag else "")
+        + f" --methods {args.methods} --rates {args.rates}",
         "```",
+        "",
+        *summary,
         "",
         "`speedup` = time(masked_dense) / time(path) at the same batch; `FLOP ratio` = dense "
         "FLOPs / the path's FLOPs (unstructured count for the BCOO paths, the compacted "
         "network's for the compacted ones).",
         "",
         *markdown_rows(results),
+        "",
+        "Where the time goes: each stage of the compacted network run alone on the previous "
+        "stage's output (ms per 1024 samples; the stages' sum exceeds the whole pass, which "
+        "fuses them), on the whole batch at once and on one chunk of `batch_chunk` samples "
+        "(how `apply_compact` runs a large batch).",
+        "",
+        *markdown_stages(results),
         "",
     ]
     if missing:

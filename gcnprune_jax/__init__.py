@@ -1,3 +1,3 @@
 """gcnprune-jax: pruning graph convolutional networks for skeleton-based recognition, in JAX."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -117,7 +117,7 @@ def _str_list(text: str) -> tuple[str, ...]:
 
 
 def _add_pruning_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("pruning (SPEC.md; each method reads the options it uses)")
+    g = p.add_argument_group("pruning (docs/methods.md; each method reads the options it uses)")
     g.add_argument(
         "--method",
         required=True,
@@ -266,7 +266,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "plus one piece; default: %(default)s)",
     )
 
-    f = p.add_argument_group("node signals (SPEC §7)")
+    f = p.add_argument_group("node signals (docs/methods.md#the-gcn)")
     f.add_argument("--chunks", type=int, help="temporal chunks per sequence")
     f.add_argument("--center", choices=("none", "sequence", "first_frame", "hand_frame"))
     f.add_argument(

@@ -16,7 +16,7 @@ from gcnprune_jax.train import TrainConfig
 
 DATASETS = ("synthetic", "sbu", "fpha")
 SBU_FOLDS = 5
-# INTERFACE.md's method names (SPEC.md); `runner` says which are implemented.
+# INTERFACE.md's method names (docs/methods.md); `runner` says which are implemented.
 METHODS = (
     "dense",
     "magnitude",
@@ -35,31 +35,35 @@ METHODS = (
 class PruningConfig:
     """Hyper-parameters of the pruning methods (each method reads the ones it uses).
 
-    granularities: CTF's enabled factors (SPEC §1), a subset of channel, column, row, entry.
-    alpha: threshold scale a_ℓ = α · rms(Ŵ_ℓ at init) (SPEC §0).
-    kappa_start, kappa_end: the relative temperature κ_t's geometric schedule (SPEC §0).
-      κ_0 = 0.2, not the SPEC's 0.5: with the budget warmup, 0.5 left CTF at r = 0.98 on SBU
-      fold 1 overshooting to a soft rate of 0.996 (38% accuracy), 0.2 met it (0.979, 87%).
-    budget_lambda: λ of the normalized budget loss (SPEC §0). 1e3, not the SPEC's 1e4: with
-      the warmup, 1e4 let the budget's gradient swamp the cross-entropy (CTF at r = 0.99 on
-      SBU, 5 folds: 29.1%); 1e3 gave 92.7% on fold 1 (1e2 missed the budget: soft rate 0.73).
+    granularities: CTF's enabled factors (docs/methods.md#ctf), a subset of channel, column, row,
+      entry.
+    alpha: threshold scale a_ℓ = α · rms(Ŵ_ℓ at init) (docs/methods.md#thresholds-and-temperature).
+    kappa_start, kappa_end: the relative temperature κ_t's geometric schedule
+      (docs/methods.md#budget-loss). κ_0 = 0.2, not the reconstructed papers' 0.5: with the budget
+      warmup, 0.5 left CTF at r = 0.98 on SBU fold 1 overshooting to a soft rate of 0.996 (38%
+      accuracy), 0.2 met it (0.979, 87%).
+    budget_lambda: λ of the normalized budget loss (docs/methods.md#budget-loss). 1e3, not the
+      reconstructed papers' 1e4: with the warmup, 1e4 let the budget's gradient swamp the
+      cross-entropy (CTF at r = 0.99 on SBU, 5 folds: 29.1%); 1e3 gave 92.7% on fold 1 (1e2 missed
+      the budget: soft rate 0.73).
     budget_warmup: the budget's target rate ramps (cubic) from 0 to r over this fraction of
-      training; 0 = the SPEC's constant target (see `pruning.shared.ramp_rate`).
+      training; 0 = the reconstructed papers' constant target (see `pruning.shared.ramp_rate`).
     kappa_hold: hold κ at kappa_start during the warmup, anneal it over the rest.
     scope: magnitude pruning over the whole network ("global") or per tensor ("layerwise").
     structure: the groups structured pruning ranks: "column" (output units / filters),
       "row" (input connections) or "channel" (whole heads; an FC kernel is one channel).
     prune_at: magnitude and structured pruning train dense for this fraction of the epochs,
-      prune, and fine-tune with the mask fixed for the rest (same total epochs, SPEC §6).
+      prune, and fine-tune with the mask fixed for the rest (same total epochs,
+      docs/methods.md#baselines).
     prior, alignment, mu: PMP's prior (gaussian, laplace, uniform), its alignment loss
-      (wasserstein, kl) and that loss's weight (SPEC §4).
-    mu_end: None = a constant μ (SPEC §4); a number = μ ramps geometrically from mu to
+      (wasserstein, kl) and that loss's weight (docs/methods.md#pmp).
+    mu_end: None = a constant μ (docs/methods.md#pmp); a number = μ ramps geometrically from mu to
       mu_end over training (`pruning.pmp.alignment_weight`; PMP's default, see
       `method_defaults`).
     tau_h: TCMP's soft saturation h(x) = 1 − exp(−x / τ_h) of the (co-)accessibility
-      networks during training (SPEC §3).
-    rates: MRMP's training rates, all trained at once on one latent pytree (SPEC §5).
-    rank_beta: SSP's β, weight of its normalized nuclear-norm rank surrogate (SPEC §2);
+      networks during training (docs/methods.md#tcmp).
+    rates: MRMP's training rates, all trained at once on one latent pytree (docs/methods.md#mrmp).
+    rank_beta: SSP's β, weight of its normalized nuclear-norm rank surrogate (docs/methods.md#ssp);
       0 = the "no rank term" ablation.
     gate_tau_start, gate_tau_end: SSP's gate temperature schedule (geometric, held during
       the budget warmup like κ).
@@ -78,10 +82,10 @@ class PruningConfig:
       first 1 − finetune of the epochs, export the crisp masks at the target rate, and
       fine-tune the weights with those masks fixed for the rest (same total epochs as every
       other method); 0 = evaluate straight after the export.
-    consistent_export: CTF, PMP and MRMP export with TCMP's consistent export (SPEC §3): the
-      c best-ranked entries that lie on an input→output path, so the whole budget is spent
-      on live connections (SSP's export keeps its gates' structures instead; TCMP's is
-      consistent already).
+    consistent_export: CTF, PMP and MRMP export with TCMP's consistent export
+      (docs/methods.md#tcmp): the c best-ranked entries that lie on an input→output path, so the
+      whole budget is spent on live connections (SSP's export keeps its gates' structures instead;
+      TCMP's is consistent already).
     prior_scope: PMP/MRMP's prior: "tensor" (one prior per tensor, scaled by its init rms,
       so every tensor is pruned at the same rate r) or "global" (one prior over all
       prunable weights with the pooled init rms, one threshold a(r) for the whole network,

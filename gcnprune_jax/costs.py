@@ -1,10 +1,11 @@
-"""Forward-pass cost of the GCN (SPEC §8), counted analytically per sample.
+"""Forward-pass cost of the GCN (docs/methods.md#costs-and-compaction), counted analytically per
+sample.
 
 FLOPs count 2 per multiply-add of every matrix product the forward pass performs, in the
 order `models/gcn.py` computes them; softmax, relu, bias additions and the adjacency bias are
 elementwise and left out (they are O(V² H) and O(V H C), negligible next to the products).
 
-Three counts (SPEC §8), all per sample:
+Three counts (docs/methods.md#costs-and-compaction), all per sample:
 - `dense_flops`: the unpruned network;
 - `flops_unstructured`: weight products count only kept entries; activation-activation products
   (attention logits, A_h (X W_h)) count dense over the dims that still carry anything;

@@ -212,14 +212,14 @@ def _method_hyper(cfg: RunConfig, n_nodes: int) -> dict[str, Any]:
 class Run:
     """A configured run: dataset, stacked fold data, model, trainer and initial state.
 
-    Three kinds of method share the one train program (SPEC §6 for the baselines):
+    Three kinds of method share the one train program (docs/methods.md#baselines for the baselines):
     - dense: no mask;
     - a baseline (`pruning.baselines.BASELINES`): the `fixed` mask objective, its mask the
       method state; magnitude and structured train with all-ones masks until `prune_epoch`,
       then select the mask from the trained weights and fine-tune; random and SNIP select at
       initialization;
     - a learned method (the `pruning.api` registry, e.g. ctf): its soft masks and penalty at
-      the target rate, with the exact export (SPEC §0) at the end.
+      the target rate, with the exact export (docs/methods.md#shared-notation) at the end.
     """
 
     def __init__(self, cfg: RunConfig, ds: SkeletonDataset) -> None:
@@ -231,8 +231,8 @@ class Run:
             if cfg.method not in pruning_api.names() or cfg.method in _NOT_WIRED:
                 available = ("dense", *BASELINES, *sorted(set(pruning_api.names()) - {*_NOT_WIRED}))
                 raise ConfigError(
-                    f"--method {cfg.method}: specified in SPEC.md but not implemented in this "
-                    f"version; available methods: {', '.join(available)}"
+                    f"--method {cfg.method}: described in docs/methods.md but not implemented in "
+                    f"this version; available methods: {', '.join(available)}"
                 )
             self.method = pruning_api.get(cfg.method, **_method_hyper(cfg, ds.n_nodes))
         self.prune_epoch = None
@@ -410,8 +410,8 @@ class Run:
         return list(itertools.pairwise(edges))
 
     def export(self, state: TrainState, facts: dict[str, Any] | None = None) -> Export:
-        """Crisp masks of every fold (SPEC §0 exact export for learned methods) and the
-        export statistics; dense runs get all-ones masks. A fine-tuned state (`in_finetune`)
+        """Crisp masks of every fold (docs/methods.md#exact-export exact export for learned methods)
+        and the export statistics; dense runs get all-ones masks. A fine-tuned state (`in_finetune`)
         holds its masks already; `facts` (`Export.facts`, saved when the masks were fixed)
         then supply the soft-phase statistics."""
         n_folds = len(self.cfg.folds)
@@ -457,7 +457,7 @@ class Run:
         export_fn = self.method.export or exact_export
         custom = self.method.export is not None
         if self.cfg.pruning.consistent_export and self.cfg.method != "tcmp":
-            # SPEC §3's export for any method: the c best-ranked entries that lie on an
+            # TCMP's export for any method: the c best-ranked entries that lie on an
             # input→output path, so no budget is spent on dangling connections
             export_fn = functools.partial(
                 consistent_export, cfg=self.cfg.model, n_nodes=self.ds.n_nodes
@@ -888,7 +888,7 @@ def evaluate_checkpoint(
     config and state its checkpoint holds; returns the result fields.
 
     rate: export and evaluate at this pruning rate instead of the run's own. Only multi-rate
-    (mrmp) runs serve other rates (SPEC §5: any rate without retraining); any other run
+    (mrmp) runs serve other rates (docs/methods.md#mrmp: any rate without retraining); any other run
     refuses a rate different from its own.
     """
     run, state, record = load_checkpoint(path, data_dir=data_dir, rate=rate)

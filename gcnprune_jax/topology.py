@@ -1,16 +1,16 @@
-"""Topological consistency of crisp masks (SPEC §3): which kept entries lie on an input→output
-path, and how many are dangling.
+"""Topological consistency of crisp masks (docs/methods.md#tcmp): which kept entries lie on an
+input→output path, and how many are dangling.
 
 Everything here works on crisp boolean masks with numpy, at export time (never traced). Units
 that are replicated over graph nodes (the GCN shares its block weights over nodes) are reduced
-by "any" over the nodes, as the hard form of SPEC §3's max reduction.
+by "any" over the nodes, as the hard form of TCMP's max reduction.
 
 - `consistent_masks`: a plain chain of bipartite layers, M_l of shape (d_l, d_{l+1}).
 - `gcn_live`: the same "on some input→output path" predicate for every prunable tensor of the
   GCN of `models/gcn.py` (attention heads, per-head convolutions, flatten, FC layers).
 - `dangling_connections`: the number of kept entries that are not live.
 
-The differentiable counterparts (SPEC §3's supervisory networks) are jnp and traceable under
+The differentiable counterparts (TCMP's supervisory networks) are jnp and traceable under
 jit / vmap / grad: "any" becomes a saturated sum h(Σ …) and "and" a product, with h either
 `hard_saturation` (min(1, x): on 0/1 masks they reproduce the boolean functions exactly) or
 `soft_saturation` (1 − exp(−x / τ_h), for training).
@@ -205,18 +205,20 @@ def dangling_connections(masks: Mapping[str, ArrayLike], cfg: GCNConfig, *, n_no
 
 
 # ---------------------------------------------------------------------------------------------
-# Differentiable propagation (SPEC §3, supervisory networks)
+# Differentiable propagation (docs/methods.md#tcmp, supervisory networks)
 
 Saturation = Callable[[jax.Array], jax.Array]
 
 
 def hard_saturation(x: jax.Array) -> jax.Array:
-    """h(x) = min(1, x) of SPEC §3: on counts of 0/1 masks, 1 iff the count is positive."""
+    """h(x) = min(1, x) of docs/methods.md#tcmp: on counts of 0/1 masks, 1 iff the count is
+    positive."""
     return jnp.minimum(1.0, x)
 
 
 def soft_saturation(tau_h: float) -> Saturation:
-    """h(x) = 1 − exp(−x / τ_h) of SPEC §3 (training): smooth, h(0) = 0, → 1[x > 0] as τ_h → 0.
+    """h(x) = 1 − exp(−x / τ_h) of docs/methods.md#tcmp (training): smooth, h(0) = 0, → 1[x > 0] as
+    τ_h → 0.
 
     Computed as −expm1(−x / τ_h), accurate for small x. x ≥ 0 (a sum of masks × states).
     """
@@ -231,7 +233,8 @@ def _as_float(mask: jax.typing.ArrayLike) -> jax.Array:
 
 
 def consistent_masks_soft(masks: Sequence[jax.typing.ArrayLike], h: Saturation) -> list[jax.Array]:
-    """Soft `consistent_masks` of a plain chain (SPEC §3): M̃_l = M_l ⊙ (acc_l co_{l+1}ᵀ).
+    """Soft `consistent_masks` of a plain chain (docs/methods.md#tcmp): M̃_l = M_l ⊙ (acc_l
+    co_{l+1}ᵀ).
 
     masks: L soft masks in [0, 1], mask l of shape (d_l, d_{l+1}). h: the saturation.
     Forward acc_0 = 1, acc_{l+1} = h(M_lᵀ acc_l); backward co_L = 1, co_l = h(M_l co_{l+1}).
@@ -288,7 +291,7 @@ def gcn_unit_states(
     masks: Mapping[str, jax.typing.ArrayLike], cfg: GCNConfig, *, n_nodes: int, h: Saturation
 ) -> dict[str, jax.Array]:
     """Accessibility and co-accessibility of the GCN's units: `gcn_live`'s propagation with
-    "any" → h(Σ …) and "and" → product (SPEC §3's forward and backward supervisory networks).
+    "any" → h(Σ …) and "and" → product (TCMP's forward and backward supervisory networks).
 
     masks: {path: mask in [0, 1] of the parameter's shape} with exactly the keys of
       `gcn_mask_shapes`. h: the saturation (`hard_saturation`, `soft_saturation(τ_h)`).
@@ -361,7 +364,7 @@ def gcn_unit_states(
 def gcn_consistent(
     masks: Mapping[str, jax.typing.ArrayLike], cfg: GCNConfig, *, n_nodes: int, h: Saturation
 ) -> dict[str, jax.Array]:
-    """Consistent masks M̃ of SPEC §3 for every GCN prunable tensor: the differentiable
+    """Consistent masks M̃ of docs/methods.md#tcmp for every GCN prunable tensor: the differentiable
     `gcn_live`, mask ⊙ (source-unit accessibility) ⊙ (target co-accessibility).
 
     masks: {path: mask in [0, 1]} with exactly the keys of `gcn_mask_shapes`; h: the

@@ -1,8 +1,8 @@
 """The one jit-compiled training program shared by every method (pure core; no I/O).
 
 A method plugs in as an `Objective`: a transform from latent to effective parameters
-(SPEC §0: W = Ŵ ⊙ ψ(Ŵ)) and extra loss terms (budget, rank, alignment). The train step,
-the epoch loop (a `lax.scan` inside one compiled program) and the fold axis (`vmap`) are
+(docs/methods.md#budget-loss: W = Ŵ ⊙ ψ(Ŵ)) and extra loss terms (budget, rank, alignment). The
+train step, the epoch loop (a `lax.scan` inside one compiled program) and the fold axis (`vmap`) are
 the same for all of them.
 
 Shapes: a `Split` holds x (N, V, F), y (N,), w (N,) with w = 0 on padding rows, so folds of
@@ -30,7 +30,8 @@ SCHEDULES = ("adaptive", "adaptive2", "constant", "cosine")
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Optimization settings. Defaults follow the author's recipe (SPEC §7) where it is stated.
+    """Optimization settings. Defaults follow the author's recipe (docs/methods.md#the-gcn) where it
+    is stated.
 
     epochs: passes over the training set.
     learning_rate: Adam's initial step size.
@@ -94,7 +95,8 @@ class FoldData(NamedTuple):
 
 
 class Context(NamedTuple):
-    """What a mask may depend on besides the latent parameters (SPEC §0): the step and
+    """What a mask may depend on besides the latent parameters
+    (docs/methods.md#thresholds-and-temperature): the step and
     the training length, from which annealed temperatures are derived."""
 
     step: jax.Array
@@ -109,11 +111,11 @@ class Objective(NamedTuple):
     both(latent, aux, ctx) -> (effective params, penalty), optional: what the train step
       calls when given, so that work shared by the two (the masks) is traced once.
     n_rates: 0 for one network; R > 0 when `transform` returns R effective networks stacked
-      on a leading axis (one-shot multi-rate training, SPEC §5): the cross-entropy is then
-      the mean over the R networks, run with `vmap`, and accuracies are means over them.
+      on a leading axis (one-shot multi-rate training, docs/methods.md#mrmp): the cross-entropy is
+      then the mean over the R networks, run with `vmap`, and accuracies are means over them.
     trainable_aux: False: the method state `aux` is held fixed. True: `aux` is a pair
       (frozen, trainable) and the optimizer trains `trainable` together with the latent
-      parameters (e.g. SSP's gate logits, SPEC §2); the optimizer state then covers
+      parameters (e.g. SSP's gate logits, docs/methods.md#ssp); the optimizer state then covers
       (latent, trainable).
     """
 

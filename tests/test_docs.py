@@ -171,9 +171,23 @@ def test_relative_links_resolve() -> None:
     assert not missing, missing
 
 
-def test_user_docs_do_not_cite_the_unpublished_spec() -> None:
-    # docs/methods.md maps the code's "SPEC §N" citations to its sections; docs/cli.md is
-    # generated from the parser's help text.
-    skip = {"methods.md", "cli.md"}
-    citing = [p.name for p in doc_files() if p.name not in skip and "SPEC §" in p.read_text()]
+def test_nothing_cites_the_unpublished_spec() -> None:
+    """Docs, code and --help cite docs/methods.md sections, never "SPEC §N"."""
+    code = sorted((ROOT / "gcnprune_jax").rglob("*.py"))
+    citing = [p.name for p in [*doc_files(), *code] if "SPEC §" in p.read_text()]
     assert not citing, citing
+
+
+def github_anchor(heading: str) -> str:
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_code_links_to_methods_sections_resolve() -> None:
+    methods = (ROOT / "docs" / "methods.md").read_text()
+    anchors = {github_anchor(h) for h in re.findall(r"^#+ (.+)$", methods, flags=re.M)}
+    used = set()
+    for path in (ROOT / "gcnprune_jax").rglob("*.py"):
+        used |= set(re.findall(r"docs/methods\.md#([\w-]+)", path.read_text()))
+    assert used, "the code cites no section of docs/methods.md"
+    assert not used - anchors, sorted(used - anchors)

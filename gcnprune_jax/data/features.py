@@ -1,9 +1,10 @@
-"""Node signals of SPEC §7: each joint's trajectory summarized by temporal chunk means.
+"""Node signals of docs/methods.md#the-gcn: each joint's trajectory summarized by temporal chunk
+means.
 
-A sequence (T, V, 3) becomes a (V, F) node-feature matrix. The default follows SPEC §7
-exactly (4 equal chunks, mean xyz per chunk: F = 12); the options below (centering, hand
-frame, person order, velocities, more chunks) are the input normalizations measured in the
-README's ablation table. Standardization statistics are fitted on training sequences only.
+A sequence (T, V, 3) becomes a (V, F) node-feature matrix. The default follows
+docs/methods.md#the-gcn exactly (4 equal chunks, mean xyz per chunk: F = 12); the options below
+(centering, hand frame, person order, velocities, more chunks) are the input normalizations measured
+in the README's ablation table. Standardization statistics are fitted on training sequences only.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ STANDARDIZATIONS = ("global", "isotropic", "per_feature", "none")
 class FeatureConfig:
     """How node signals are computed from raw trajectories.
 
-    chunks: equal temporal chunks per sequence (SPEC §7: M_c = 4).
+    chunks: equal temporal chunks per sequence (docs/methods.md#the-gcn: M_c = 4).
     center: "none" (raw coordinates); "sequence" (subtract the sequence's mean position over
       all frames and nodes); "first_frame" (subtract the first frame's mean node position);
       "hand_frame" (FPHA: origin at the wrist of the mean pose, axes z = wrist→MMCP,

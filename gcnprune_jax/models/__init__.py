@@ -1,4 +1,4 @@
-"""Models: the skeleton GCN of SPEC §7."""
+"""Models: the skeleton GCN of docs/methods.md#the-gcn."""
 
 from gcnprune_jax.models.gcn import (
     GCN,

@@ -1,17 +1,17 @@
-"""The attention GCN of SPEC §7, as a Flax NNX module with a pure functional face.
+"""The attention GCN of docs/methods.md#the-gcn, as a Flax NNX module with a pure functional face.
 
 Per block b with input node signals X (V, s):
   A_h = softmax_j( (X Q_h)(X K_h)^T / sqrt(d) + beta_h * Â )      one (V, V) matrix per head
   Y_h = relu( A_h X W_h + bias_h )                                W_h in R^{s x C}
   X'  = [Y_1 | ... | Y_H]                                         (V, H * C)
 then the flattened node features go through fully connected layers (relu) and a linear
-classifier. Â is the normalized skeleton adjacency with self-loops (SPEC §7: "optionally
-biased by the skeleton adjacency"); `attention` selects softmax attention, the fixed adjacency,
-or both.
+classifier. Â is the normalized skeleton adjacency with self-loops (docs/methods.md#the-gcn:
+"optionally biased by the skeleton adjacency"); `attention` selects softmax attention, the fixed
+adjacency, or both.
 
-Prunable parameters are stored in the (G, I, O) view of SPEC §0 so that masks need no reshapes:
-`query`, `key` (H, s, d) and `conv` (H, s, C) have one channel per head; fully connected
-kernels are (I, O). Biases and the per-head adjacency gains are not pruned.
+Prunable parameters are stored in the (G, I, O) view of docs/methods.md#prunable-tensors so that
+masks need no reshapes: `query`, `key` (H, s, d) and `conv` (H, s, C) have one channel per head;
+fully connected kernels are (I, O). Biases and the per-head adjacency gains are not pruned.
 """
 
 from __future__ import annotations
@@ -247,7 +247,7 @@ def path_name(path: tuple[Any, ...]) -> str:
 
 
 def is_prunable(path: tuple[Any, ...], leaf: Any) -> bool:
-    """Prunable = weight tensors in the (G, I, O) or (I, O) view (SPEC §0).
+    """Prunable = weight tensors in the (G, I, O) or (I, O) view (docs/methods.md#shared-notation).
 
     The rule is by key path, not by shape: `query`, `key`, `conv` of the attention blocks and
     every `kernel`. Biases and the adjacency gains are never pruned.
@@ -263,5 +263,5 @@ def prunable_parameters(params: Params) -> dict[str, tuple[int, ...]]:
 
 
 def count_prunable(params: Params) -> int:
-    """N of SPEC §0: the number of prunable entries."""
+    """N of docs/methods.md#prunable-tensors: the number of prunable entries."""
     return int(sum(np.prod(s) for s in prunable_parameters(params).values()))

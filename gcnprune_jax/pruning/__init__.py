@@ -1,4 +1,5 @@
-"""Pruning methods (SPEC §1–§6) and the math they share (SPEC §0, in `shared`).
+"""Pruning methods (docs/methods.md) and the math they share (docs/methods.md#shared-notation, in
+`shared`).
 
 Every method is a pure function of the latent parameters: W = Ŵ ⊙ ψ(Ŵ), with masks never
 stored inside the model. `shared` holds the pieces common to all of them: the (G, I, O) view,

@@ -1,4 +1,5 @@
-"""The one interface every pruning method implements (SPEC §0), in the optax style.
+"""The one interface every pruning method implements (docs/methods.md#shared-notation), in the optax
+style.
 
 A method is a small value of pure functions (`PruningMethod`):
 
@@ -6,10 +7,10 @@ A method is a small value of pure functions (`PruningMethod`):
     masks = method.mask(latent, aux, ctx)           # {path: ψ_ℓ, the shape of Ŵ_ℓ}, in [0, 1]
     loss  = method.penalty(latent, aux, ctx, masks) # scalar: budget, rank, alignment terms
 
-The network runs on W = Ŵ ⊙ ψ(Ŵ) (SPEC §0, latent parametrization): `apply_masks` builds it,
-`to_objective` plugs a method into the shared train step (`train.Objective`), `compose` makes
-one method out of several (Hadamard product of masks, sum of penalties), and the registry
-(`register`, `get`, `names`) lets configs name methods by string.
+The network runs on W = Ŵ ⊙ ψ(Ŵ) (docs/methods.md#latent-parametrization):
+`apply_masks` builds it, `to_objective` plugs a method into the shared train step
+(`train.Objective`), `compose` makes one method out of several (Hadamard product of masks, sum of
+penalties), and the registry (`register`, `get`, `names`) lets configs name methods by string.
 
 Masks are dicts over the prunable leaves only (`models.gcn.is_prunable`), keyed by
 `models.gcn.path_name` of their key path; every other parameter passes through unchanged.
@@ -43,8 +44,9 @@ _BUILTIN_MODULES = (
 
 
 class MaskContext(NamedTuple):
-    """What a mask may depend on besides the latent parameters (SPEC §0): the step and the
-    training length (for annealed temperatures) and the target pruning rate r. All scalars,
+    """What a mask may depend on besides the latent parameters
+    (docs/methods.md#thresholds-and-temperature): the step and the training length (for annealed
+    temperatures) and the target pruning rate r. All scalars,
     possibly traced (e.g. r vmapped over rates)."""
 
     step: jax.Array
@@ -99,7 +101,8 @@ def prunable_leaves(params: Params) -> dict[str, jax.Array]:
 
 
 def apply_masks(params: Params, masks: Mapping[str, ArrayLike]) -> Params:
-    """Effective parameters W = Ŵ ⊙ ψ (SPEC §0) for the prunable leaves; others unchanged.
+    """Effective parameters W = Ŵ ⊙ ψ (docs/methods.md#prunable-tensors) for the prunable leaves;
+    others unchanged.
 
     params: the latent pytree. masks: {path: ψ_ℓ} with exactly the prunable leaves' paths,
     each of its leaf's shape (explicit masks: a leaf left unpruned gets all ones, never None).
@@ -125,7 +128,7 @@ def apply_masks(params: Params, masks: Mapping[str, ArrayLike]) -> Params:
 
 
 def soft_rate(masks: Mapping[str, ArrayLike], n_total: ArrayLike) -> jax.Array:
-    """Soft pruning rate 1 − Σ_ℓ Σ ψ_ℓ / N (SPEC §0, pruning rate, with soft masks).
+    """Soft pruning rate 1 − Σ_ℓ Σ ψ_ℓ / N (docs/methods.md#pruning-rate, with soft masks).
 
     masks: {path: ψ_ℓ}; n_total: N, the number of prunable entries. Returns a scalar.
     """
@@ -216,9 +219,9 @@ def to_objective(method: PruningMethod, target_rate: ArrayLike) -> Objective:
 
 
 def to_multi_rate_objective(method: PruningMethod, rates: ArrayLike) -> Objective:
-    """One-shot multi-rate training (SPEC §5): the shared latent pytree runs as R networks,
-    one per rate r in `rates`, each masked by `method.mask` at r (rates vmapped, not a Python
-    loop); the train step averages their cross-entropies. The penalty is the method's at the
+    """One-shot multi-rate training (docs/methods.md#mrmp): the shared latent pytree runs as R
+    networks, one per rate r in `rates`, each masked by `method.mask` at r (rates vmapped, not a
+    Python loop); the train step averages their cross-entropies. The penalty is the method's at the
     first rate (PMP's alignment term does not depend on r).
 
     transform returns the R effective pytrees stacked on a leading axis (`n_rates` = R).

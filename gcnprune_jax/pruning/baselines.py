@@ -1,9 +1,10 @@
-"""Baselines of SPEC §6: one-shot mask selection, then training with the mask held fixed.
+"""Baselines of docs/methods.md#baselines: one-shot mask selection, then training with the mask held
+fixed.
 
 Magnitude (global or layerwise) and structured pruning select their masks from trained
 weights ("train, prune, fine-tune"); random and SNIP select theirs at initialization and
 train the sparse network from there. Every selection keeps exactly c = keep_count(N, r)
-entries (SPEC §0), so all methods are compared at the same realized rate.
+entries (docs/methods.md#pruning-rate), so all methods are compared at the same realized rate.
 
 Selections are export-time functions on concrete arrays (numpy), deterministic: ties are
 broken by the global index (paths sorted by name, then C-order), never by chance.
@@ -97,7 +98,8 @@ def magnitude_masks(
 
 
 def _group_scores(w: np.ndarray, structure: str) -> np.ndarray:
-    """RMS of each group (SPEC §0 group statistics) in the (G, I, O) view, broadcast back."""
+    """RMS of each group (docs/methods.md#group-statistics) in the (G, I, O) view, broadcast
+    back."""
     w_gio = np.asarray(as_gio(jnp.asarray(w)), np.float64)
     axes = {"row": (2,), "column": (1,), "channel": (1, 2)}[structure]
     rms = np.sqrt(np.mean(np.square(w_gio), axis=axes, keepdims=True))
@@ -178,7 +180,7 @@ def snip_masks(
 
 
 class Baseline(NamedTuple):
-    """A baseline of SPEC §6.
+    """A baseline of docs/methods.md#baselines.
 
     name: the method name. at_init: select the mask at initialization (and train sparse for
     all epochs) rather than after a dense training phase. needs_grads: `select` takes the

@@ -1,9 +1,9 @@
-"""CTF: coarse-to-fine Hadamard parametrization of the mask (SPEC §1).
+"""CTF: coarse-to-fine Hadamard parametrization of the mask (docs/methods.md#ctf).
 
 ψ(Ŵ) = b(chan) ⊙ b(col) ⊙ b(row) ⊙ b(Ŵ), b = b_{a_ℓ, κ_t a_ℓ} entry-wise, with the group
-statistics of SPEC §0 broadcast to (G, I, O). A zero in a coarse factor removes the whole
-channel / column / row; where the coarse factors are 1 the entry factor decides. Loss:
-CE(W) + L_budget. Granularities can be switched off for the ablations ("entry" only, ...).
+statistics of docs/methods.md#prunable-tensors broadcast to (G, I, O). A zero in a coarse factor
+removes the whole channel / column / row; where the coarse factors are 1 the entry factor decides.
+Loss: CE(W) + L_budget. Granularities can be switched off for the ablations ("entry" only, ...).
 """
 
 from __future__ import annotations
@@ -49,15 +49,15 @@ def ctf(
     control: bool = False,
     control_speed: float = 10.0,
 ) -> PruningMethod:
-    """The CTF method of SPEC §1.
+    """The CTF method of docs/methods.md#ctf.
 
     granularities: the enabled factors, a non-empty subset of "channel", "column", "row",
-      "entry" (SPEC §1 ablations).
-    alpha: threshold scale, a_ℓ = α · rms(Ŵ_ℓ at init) (SPEC §0).
+      "entry" (docs/methods.md#ctf ablations).
+    alpha: threshold scale, a_ℓ = α · rms(Ŵ_ℓ at init) (docs/methods.md#thresholds-and-temperature).
     kappa_start, kappa_end: κ_0 and κ_min of the annealed relative temperature τ = κ_t a_ℓ.
-    lam: λ of the budget loss (SPEC §0).
+    lam: λ of the budget loss (docs/methods.md#budget-loss).
     warmup: the budget's target rate ramps from 0 to r over this fraction of the steps
-      (`shared.ramp_rate`; 0 = the SPEC's constant target).
+      (`shared.ramp_rate`; 0 = the reconstructed papers' constant target).
     hold: keep κ at kappa_start during the warmup and anneal it over the remaining steps, so
       the masks harden only once the budget has its final target.
     zero_floor: rescale the band-stop so it is exactly 0 at Ŵ = 0 at every temperature
@@ -78,7 +78,9 @@ def ctf(
     check_budget_options("ctf", alpha, kappa_start, kappa_end, lam, warmup)
 
     def init(latent: Params, key: jax.Array) -> Any:
-        del key  # deterministic: thresholds come from the initial weights (SPEC §0)
+        # Deterministic: thresholds come from the initial weights
+        # (docs/methods.md#thresholds-and-temperature).
+        del key
         return threshold_state(prunable_leaves(latent), alpha, control)
 
     def mask(latent: Params, aux: Any, ctx: MaskContext) -> Masks:
@@ -90,7 +92,7 @@ def ctf(
         for name, w in prunable_leaves(latent).items():
             w_gio = as_gio(w)  # (G, I, O)
             threshold = aux[name] * scale
-            # SPEC §1: Hadamard product of the enabled factors, one band-stop each.
+            # docs/methods.md#ctf: Hadamard product of the enabled factors, one band-stop each.
             factors = [
                 band_stop(group_rms(w_gio, kind), threshold, kappa * threshold, zero_floor)
                 for kind in granularities

@@ -1,11 +1,12 @@
-"""PMP: probabilistic magnitude pruning (SPEC §4), and the pieces of MRMP (SPEC §5).
+"""PMP: probabilistic magnitude pruning (docs/methods.md#pmp), and the pieces of MRMP
+(docs/methods.md#mrmp).
 
 Each prunable tensor Ŵ_ℓ gets a prior Q_ℓ scaled by its initial weights. An alignment loss
 pulls the distribution of Ŵ_ℓ's entries towards Q_ℓ; then the fraction of entries with
 |Ŵ| < a is r exactly when a = a_ℓ(r) = F_{|Q_ℓ|}^{-1}(r), a closed-form quantile, so any
 pruning rate is met by thresholding without a budget term:
 
-    ψ_ℓ = b_{a_ℓ(r), κ_t a_ℓ(r)}(Ŵ_ℓ)          (band-stop of SPEC §0, relative temperature)
+    ψ_ℓ = b_{a_ℓ(r), κ_t a_ℓ(r)}(Ŵ_ℓ)     (docs/methods.md#band-stop, relative temperature)
     loss = CE(Ŵ ⊙ ψ) + μ Σ_ℓ D(Ŵ_ℓ, Q_ℓ)
 
 Priors and their scale s_ℓ (chosen so that the prior has the variance of the initial weights,
@@ -21,8 +22,8 @@ Alignment D (both computed on Ŵ / σ against the unit-variance prior, i.e. scal
     "kl": KL(P‖Q) with P a Gaussian-kernel (differentiable) histogram of the entries
         (`kl_histogram`).
 
-MRMP (SPEC §5) reuses the same masks for many rates on one latent pytree: `mrmp_masks` vmaps a
-method's mask over a vector of rates; `mrmp` is PMP registered under its own name, whose
+MRMP (docs/methods.md#mrmp) reuses the same masks for many rates on one latent pytree: `mrmp_masks`
+vmaps a method's mask over a vector of rates; `mrmp` is PMP registered under its own name, whose
 `mask` thresholds at ctx.target_rate, so a trained network is evaluated at any single r.
 """
 
@@ -91,7 +92,7 @@ def prior_std(prior: str, scale: ArrayLike) -> jax.Array:
 
 
 def threshold(prior: str, scale: ArrayLike, rate: ArrayLike) -> jax.Array:
-    """a(r) = F_{|Q|}^{-1}(r) (SPEC §4): if x ~ Q, P(|x| < a(r)) = r.
+    """a(r) = F_{|Q|}^{-1}(r) (docs/methods.md#pmp): if x ~ Q, P(|x| < a(r)) = r.
 
     gaussian s √2 erfinv(r); laplace −s ln(1 − r); uniform s r. scale s and rate r broadcast
     against each other and may be traced (e.g. r vmapped over rates); r is clipped to
@@ -272,7 +273,7 @@ def _build(
         return kl_histogram(w, prior, scale, bins=bins, bandwidth=bandwidth)
 
     def penalty(latent: Params, aux: dict[str, jax.Array], ctx: MaskContext, masks: Masks):
-        del masks  # alignment only: no budget term (SPEC §4)
+        del masks  # alignment only: no budget term (docs/methods.md#pmp)
         leaves = prunable_leaves(latent)
         if scope == "global" and leaves:
             # one distribution over all entries; x the tensor count, so μ weighs it as the
@@ -320,8 +321,8 @@ def _build(
 def alignment_weight(
     mu: float, mu_end: float | None, step: ArrayLike, total_steps: ArrayLike
 ) -> jax.Array:
-    """μ_t, the alignment loss's weight at `step`: constant μ (SPEC §4) when mu_end is None,
-    else geometric from μ at step 0 to mu_end at the last step (`shared.anneal`).
+    """μ_t, the alignment loss's weight at `step`: constant μ (docs/methods.md#pmp) when mu_end is
+    None, else geometric from μ at step 0 to mu_end at the last step (`shared.anneal`).
 
     Why a ramp: with a constant μ = 1 the cross-entropy keeps the large tensors' entries
     wider than the prior (FPHA fc0 at r = 0.95: std 1.17 σ, W2² = 0.067), so fewer than r of
@@ -347,12 +348,12 @@ def pmp(
     mu_end: float | None = 100.0,
     scope: str = "global",
 ) -> PruningMethod:
-    """The PMP method of SPEC §4.
+    """The PMP method of docs/methods.md#pmp.
 
     prior: "gaussian", "laplace" or "uniform", scaled per tensor to the init variance.
     alignment: "wasserstein" (exact 1-D W2², `wasserstein2`) or "kl" (`kl_histogram`).
     mu: weight μ of the alignment loss μ Σ_ℓ D(Ŵ_ℓ, Q_ℓ); D is on the unit-variance scale.
-    mu_end: None (constant μ, the SPEC) or the weight at the end of training, reached by a
+    mu_end: None (constant μ, as reconstructed) or the weight at the end of training, reached by a
       geometric ramp from mu (`alignment_weight`); default 100 (docs/methods.md, PMP).
     kappa_start, kappa_end: κ_0 and κ_min of the relative temperature τ = κ_t a_ℓ(r).
     warmup: κ is held at kappa_start over this fraction of the steps, then annealed
@@ -396,7 +397,7 @@ def mrmp(
     mu_end: float | None = None,
     scope: str = "global",
 ) -> PruningMethod:
-    """The MRMP method of SPEC §5: PMP on one latent pytree trained for many rates.
+    """The MRMP method of docs/methods.md#mrmp: PMP on one latent pytree trained for many rates.
 
     rates: the training rates R, distinct values in (0, 1). They are validated here, but a
     `PruningMethod` has no field for them: the multi-rate objective takes R from the

@@ -1,4 +1,4 @@
-"""The notation shared by all pruning methods (SPEC §0), as pure functions.
+"""The notation shared by all pruning methods (docs/methods.md#shared-notation), as pure functions.
 
 The JAX functions (`as_gio` … `budget_loss`) are jit-able and differentiable; they run inside
 the one compiled train step. `keep_count`, `exact_export` and `realized_rate` are numpy: they
@@ -26,12 +26,13 @@ GRANULARITIES = ("entry", "row", "column", "channel")
 # Relative budget excess at which the controller's signal saturates (`budget_control_term`).
 _CONTROL_DEADBAND = 1e-3
 
-# Axes of the (G, I, O) view that each group statistic reduces over (SPEC §0, group statistics).
+# Axes of the (G, I, O) view that each group statistic reduces over
+# (docs/methods.md#group-statistics, group statistics).
 _GROUP_AXES = {"row": (2,), "column": (1,), "channel": (1, 2)}
 
 
 def as_gio(x: jax.Array) -> jax.Array:
-    """View a prunable tensor as (G, I, O) (SPEC §0, prunable tensor).
+    """View a prunable tensor as (G, I, O) (docs/methods.md#prunable-tensors, prunable tensor).
 
     x: (I, O) -> (1, I, O); (G, I, O) is returned as is.
     """
@@ -57,7 +58,8 @@ def from_gio(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
 def band_stop(
     x: ArrayLike, threshold: ArrayLike, temperature: ArrayLike, zero_floor: bool = False
 ) -> jax.Array:
-    """The band-stop b_{a,τ}(x) = s((x − a)/τ) + s((−x − a)/τ) of SPEC §0, entry-wise.
+    """The band-stop b_{a,τ}(x) = s((x − a)/τ) + s((−x − a)/τ) of docs/methods.md#shared-notation,
+    entry-wise.
 
     zero_floor: return (b − b(0)) / (1 − b(0)) instead, with b(0) = 2 s(−a/τ) the band-stop's
       floor. The plain b never falls below b(0) (0.24 at τ = 0.5 a), so a soft budget of more
@@ -67,9 +69,10 @@ def band_stop(
       x = 0 for every τ, still in [0, 1], even and monotone in |x|, and tends to the same hard
       mask 1[|x| > a] as τ → 0 (b(0) → 0).
 
-    x: any shape; threshold a > 0 and temperature τ > 0 broadcast against it (SPEC §0 takes
-    τ = κ · a, so callers pass `kappa * threshold`). Returns x's shape, values in [0, 1]:
-    ≈ 0 in the stop band |x| < a, ≈ 1 outside, → 1[|x| > a] as τ → 0.
+    x: any shape; threshold a > 0 and temperature τ > 0 broadcast against it
+    (docs/methods.md#thresholds-and-temperature takes τ = κ · a, so callers pass `kappa *
+    threshold`). Returns x's shape, values in [0, 1]: ≈ 0 in the stop band |x| < a, ≈ 1 outside, →
+    1[|x| > a] as τ → 0.
 
     The sum of two logistics never exceeds 1 because their arguments sum to −2a/τ ≤ 0.
     `jax.nn.sigmoid` saturates to exactly 0 or 1 instead of overflowing, so values and
@@ -98,7 +101,8 @@ def _safe_rms(x: jax.Array, axis: tuple[int, ...]) -> jax.Array:
 
 
 def group_rms(latent_gio: jax.Array, kind: str) -> jax.Array:
-    """Group statistic of SPEC §0 (group statistics), broadcast back to (G, I, O).
+    """Group statistic of docs/methods.md#group-statistics (group statistics), broadcast back to (G,
+    I, O).
 
     latent_gio: Ŵ, (G, I, O). kind:
       "entry":   Ŵ itself (the band-stop is even, so Ŵ and |Ŵ| give the same mask);
@@ -117,7 +121,7 @@ def group_rms(latent_gio: jax.Array, kind: str) -> jax.Array:
 
 
 def init_threshold(latent_at_init: ArrayLike, alpha: float = 0.5) -> jax.Array:
-    """Threshold scale a_ℓ = α · rms(Ŵ_ℓ at initialization) of SPEC §0.
+    """Threshold scale a_ℓ = α · rms(Ŵ_ℓ at initialization) of docs/methods.md#shared-notation.
 
     latent_at_init: one tensor Ŵ_ℓ, any shape. Returns a scalar (one threshold per tensor).
     """
@@ -127,7 +131,8 @@ def init_threshold(latent_at_init: ArrayLike, alpha: float = 0.5) -> jax.Array:
 def anneal(
     step: ArrayLike, total_steps: ArrayLike, start: float = 0.5, end: float = 0.005
 ) -> jax.Array:
-    """Temperature factor κ_t of SPEC §0: geometric decay from κ_0 = `start` to κ_min = `end`.
+    """Temperature factor κ_t of docs/methods.md#thresholds-and-temperature: geometric decay from
+    κ_0 = `start` to κ_min = `end`.
 
     κ_t = start · (end / start)^p with p = clip(step / (total_steps − 1), 0, 1): exactly
     `start` at step 0, `end` at the last step (total_steps − 1), held there after. With
@@ -158,8 +163,8 @@ def ramp_rate(
     target_rate: ArrayLike, step: ArrayLike, total_steps: ArrayLike, warmup: float
 ) -> jax.Array:
     """The budget's target rate at `step`: Zhu & Gupta's cubic ramp from 0 to r over the
-    first `warmup` fraction of the steps, then r (an extension of SPEC §0; warmup 0 is the
-    SPEC's constant target).
+    first `warmup` fraction of the steps, then r (an extension of docs/methods.md#shared-notation;
+    warmup 0 is the reconstructed papers' constant target).
 
     r_t = r · (1 − (1 − p)³), p = min(step / (warmup · total_steps), 1). Why: the band-stop
     never falls below 2 s(−1/κ) (0.24 at κ_0 = 0.5), so a high constant target is out of
@@ -178,7 +183,7 @@ def ramp_rate(
 def budget_loss(
     soft_masks: Any, target_rate: ArrayLike, n_total: ArrayLike, lam: float = 1e4
 ) -> jax.Array:
-    """Budget loss of SPEC §0: λ · ((Σ_ℓ Σ ψ(Ŵ_ℓ) − c) / N)², c = (1 − r) N.
+    """Budget loss of docs/methods.md#budget-loss: λ · ((Σ_ℓ Σ ψ(Ŵ_ℓ) − c) / N)², c = (1 − r) N.
 
     soft_masks: pytree of arrays ψ_ℓ (any shapes) summed together; target_rate r and n_total
     N may be traced (e.g. vmapped over rates). Returns a scalar.
@@ -274,7 +279,8 @@ def budget_penalty(
 
 
 def keep_count(n_total: int, target_rate: float) -> int:
-    """Target kept count c of SPEC §0: (1 − r) N rounded half up, as a Python int.
+    """Target kept count c of docs/methods.md#shared-notation: (1 − r) N rounded half up, as a
+    Python int.
 
     Rounding rule: c = floor((1 − r) N + 1/2), computed exactly in rationals with r read as
     the shortest decimal that round-trips its float64 value (0.07 is 7/100). The plain
@@ -293,7 +299,8 @@ def keep_count(n_total: int, target_rate: float) -> int:
 
 
 class ExportResult(NamedTuple):
-    """Crisp masks of the exact export (SPEC §0) and what INTERFACE.md reports about them.
+    """Crisp masks of the exact export (docs/methods.md#shared-notation) and what INTERFACE.md
+    reports about them.
 
     masks: {path: bool array of that parameter's shape}.
     kept, total: kept and prunable entries; kept == keep_count(total, target_rate).
@@ -315,7 +322,8 @@ class ExportResult(NamedTuple):
 def exact_export(
     soft_masks: Mapping[str, ArrayLike], latents: Mapping[str, ArrayLike], target_rate: float
 ) -> ExportResult:
-    """Exact export of SPEC §0: crisp masks that keep exactly c = keep_count(N, r) entries.
+    """Exact export of docs/methods.md#exact-export: crisp masks that keep exactly c = keep_count(N,
+    r) entries.
 
     soft_masks: {path: ψ_ℓ}, latents: {path: Ŵ_ℓ}, same keys, each ψ_ℓ of its Ŵ_ℓ's shape.
     Start from m = 1[ψ > 1/2]; if Σm ≠ c keep the c entries with the largest ψ, ties broken
@@ -323,7 +331,7 @@ def exact_export(
     index ascending). The result is a pure function of the inputs (deterministic).
 
     When Σm = c, the entries with ψ > 1/2 are exactly the top c by ψ (each exceeds every
-    entry left out), so one ranking covers both cases of the SPEC.
+    entry left out), so one ranking covers both cases of the reconstruction.
     """
     if set(soft_masks) != set(latents):
         raise ValueError(
@@ -395,7 +403,8 @@ def check_budget_options(
 
 
 def realized_rate(masks: Mapping[str, ArrayLike]) -> float:
-    """Pruning rate of crisp masks (SPEC §0): 1 − kept / total over all entries of all arrays.
+    """Pruning rate of crisp masks (docs/methods.md#pruning-rate): 1 − kept / total over all
+    entries of all arrays.
 
     masks: {path: bool (or 0/1) array}; an entry is kept when it is non-zero.
     """

@@ -1,9 +1,10 @@
 """SSP: semi-structured cascade band-stop → weight sharing → gating, plus a rank surrogate
-(SPEC §2).
+(docs/methods.md#ssp).
 
 On one latent tensor Ŵ (G, I, O):
 1. weight sharing: four candidate magnitudes per entry, tied within their group,
-   z_entry = |Ŵ|, z_row = row rms, z_column = column rms, z_channel = channel rms (SPEC §0);
+   z_entry = |Ŵ|, z_row = row rms, z_column = column rms, z_channel = channel rms
+   (docs/methods.md#shared-notation);
 2. gating: each channel g owns trainable logits γ_g ∈ R⁴, π_g = softmax(γ_g / τ_gate), and
    the gated magnitude is z = Σ_k π_{g,k} z_k. τ_gate anneals geometrically, so π_g becomes
    one-hot: each channel ends up pruned at one granularity. A single-channel tensor (FC
@@ -19,7 +20,8 @@ The gate logits are method state trained with the latent weights (`trainable_aux
 
 The export (`gated_export`) honours the gates: each channel's crisp mask has the pure
 structure its gate chose (entry: any; row: a union of full rows; column: a union of full
-columns; channel: all or nothing), and the total kept count is exactly c (SPEC §0).
+columns; channel: all or nothing), and the total kept count is exactly c
+(docs/methods.md#shared-notation).
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ KINDS = GRANULARITIES  # ("entry", "row", "column", "channel")
 
 
 def candidates(latent_gio: jax.Array) -> jax.Array:
-    """The weight-sharing candidates of SPEC §2, step 1, stacked on a leading axis.
+    """The weight-sharing candidates of docs/methods.md#ssp, step 1, stacked on a leading axis.
 
     latent_gio: Ŵ, (G, I, O). Returns (4, G, I, O): |Ŵ|, row rms, column rms, channel rms,
     in the order of KINDS, each broadcast to the tensor's shape.
@@ -71,7 +73,7 @@ def candidates(latent_gio: jax.Array) -> jax.Array:
 
 
 def gate_probabilities(logits: ArrayLike, temperature: ArrayLike) -> jax.Array:
-    """π_g = softmax(γ_g / τ_gate) over the four granularities (SPEC §2, step 2).
+    """π_g = softmax(γ_g / τ_gate) over the four granularities (docs/methods.md#ssp, step 2).
 
     logits: (G, 4); temperature: τ_gate > 0 (scalar). Returns (G, 4), rows summing to 1;
     one-hot at argmax γ_g as τ_gate → 0 (ties split evenly).
@@ -92,8 +94,8 @@ def _kind_bias(n_channels: int, name: str = "") -> jax.Array:
 
 
 def gated_magnitude(latent_gio: jax.Array, probabilities: jax.Array) -> jax.Array:
-    """z = Σ_k π_{g,k} z_k (SPEC §2, step 2). latent_gio (G, I, O), probabilities (G, 4).
-    Returns (G, I, O), non-negative."""
+    """z = Σ_k π_{g,k} z_k (docs/methods.md#ssp, step 2). latent_gio (G, I, O),
+    probabilities (G, 4). Returns (G, I, O), non-negative."""
     return jnp.einsum("kgio,gk->gio", candidates(latent_gio), probabilities)
 
 
@@ -144,11 +146,11 @@ RANK_FORMS = ("normalized", "nuclear")
 
 
 def rank_surrogate(masks: Mapping[str, jax.Array], form: str = "normalized") -> jax.Array:
-    """The tensor-rank surrogate of SPEC §2, step 4, over all channels of all masks.
+    """The tensor-rank surrogate of docs/methods.md#ssp, step 4, over all channels of all masks.
 
     masks: {path: ψ_ℓ, (I, O) or (G, I, O)}. Returns a scalar in [0, 1].
-    form "nuclear" (SPEC §2 as written, normalized): Σ_ℓ Σ_g ‖ψ_ℓ[g]‖_* / Σ_ℓ Σ_g √(I_ℓ O_ℓ);
-      all-ones masks give 1, all-zero masks 0, so it also rewards emptier masks.
+    form "nuclear" (docs/methods.md#ssp as written, normalized): Σ_ℓ Σ_g ‖ψ_ℓ[g]‖_* / Σ_ℓ Σ_g √(I_ℓ
+      O_ℓ); all-ones masks give 1, all-zero masks 0, so it also rewards emptier masks.
     form "normalized" (default, an extension): per channel q_g = (‖ψ_g‖_* / ‖ψ_g‖_F − 1) /
       (√min(I, O) − 1), 0 for rank ≤ 1 (a union of full rows, of full columns, a whole or an
       empty channel) up to 1 for a full-rank flat spectrum, averaged with weights I·O. It is
@@ -193,15 +195,15 @@ def ssp(
     control: bool = False,
     control_speed: float = 10.0,
 ) -> PruningMethod:
-    """The SSP method of SPEC §2.
+    """The SSP method of docs/methods.md#ssp.
 
     alpha, kappa_start, kappa_end, lam, warmup, hold: the band-stop threshold, its annealed
     relative temperature, the budget loss and its warmup, as in CTF (`pruning.ctf.ctf`).
     beta: β, weight of the rank surrogate (`rank_surrogate`); 0 switches it off.
-    rank_form: "normalized" (default) or "nuclear" (SPEC §2 as written), see `rank_surrogate`.
-      Measured on synthetic data at r = 0.9 with the SPEC's form: β = 1 drove the gates to
-      "channel" and the soft rate to 0.990 (25% accuracy), since an empty mask has the
-      smallest nuclear norm of all.
+    rank_form: "normalized" (default) or "nuclear" (docs/methods.md#ssp as written), see
+      `rank_surrogate`. Measured on synthetic data at r = 0.9 with the reconstructed papers' form: β
+      = 1 drove the gates to "channel" and the soft rate to 0.990 (25% accuracy), since an empty
+      mask has the smallest nuclear norm of all.
     gate_tau_start, gate_tau_end: τ_gate's geometric schedule, held at its start during the
       warmup when `hold` (as κ), so gates settle once the budget has its final target.
     gate_scale: γ = gate_scale · θ with θ the trained state: with Adam every parameter moves
@@ -356,7 +358,8 @@ def gated_export(
     target_rate: float,
     kinds: Mapping[str, list[str]],
 ) -> ExportResult:
-    """Exact export (SPEC §0) that keeps each channel's gate-chosen structure (SPEC §2).
+    """Exact export (docs/methods.md#shared-notation) that keeps each channel's gate-chosen
+    structure (docs/methods.md#ssp).
 
     soft_masks, latents: {path: (I, O) or (G, I, O)}; kinds: {path: [kind per channel]}.
     Each channel is cut into the groups of its kind (entries, full rows, full columns or the

@@ -1,7 +1,7 @@
-"""TCMP: topologically consistent magnitude pruning (SPEC §3).
+"""TCMP: topologically consistent magnitude pruning (docs/methods.md#tcmp).
 
 Magnitude mask M_ℓ = b_{a_ℓ, κ_t a_ℓ}(Ŵ_ℓ), entry-wise (thresholds and annealed relative
-temperature as in CTF, SPEC §0). The network runs on the consistent mask
+temperature as in CTF, docs/methods.md#shared-notation). The network runs on the consistent mask
 M̃ = `topology.gcn_consistent`(M, h): M ⊙ (source accessibility) ⊙ (target co-accessibility),
 computed by the forward and backward supervisory networks with the soft saturation
 h(x) = 1 − exp(−x / τ_h). Loss: CE(Ŵ ⊙ M̃) + L_budget(Σ M̃), so no budget is spent on dangling
@@ -66,17 +66,17 @@ def tcmp(
     control: bool = True,
     control_speed: float = 10.0,
 ) -> PruningMethod:
-    """The TCMP method of SPEC §3 for the GCN `model` on graphs of `n_nodes` nodes.
+    """The TCMP method of docs/methods.md#tcmp for the GCN `model` on graphs of `n_nodes` nodes.
 
     model, n_nodes: the network's structure, which defines accessibility (`topology.gcn_live`).
-    alpha: threshold scale, a_ℓ = α · rms(Ŵ_ℓ at init) (SPEC §0).
+    alpha: threshold scale, a_ℓ = α · rms(Ŵ_ℓ at init) (docs/methods.md#thresholds-and-temperature).
     kappa_start, kappa_end: κ_0 and κ_min of the annealed relative temperature τ = κ_t a_ℓ.
-      κ_0 = 0.5 (the SPEC's), wider than CTF's 0.2: an entry-wise band-stop passes the
-      budget's gradient only to weights within a few τ of the threshold (see
+      κ_0 = 0.5 (the reconstructed papers'), wider than CTF's 0.2: an entry-wise band-stop passes
+      the budget's gradient only to weights within a few τ of the threshold (see
       `config.method_defaults`, which also sets λ).
-    lam: λ of the budget loss (SPEC §0), applied to Σ M̃.
+    lam: λ of the budget loss (docs/methods.md#budget-loss), applied to Σ M̃.
     warmup: the budget's target rate ramps from 0 to r over this fraction of the steps
-      (`shared.ramp_rate`; 0 = the SPEC's constant target).
+      (`shared.ramp_rate`; 0 = the reconstructed papers' constant target).
     hold: keep κ at kappa_start during the warmup, then anneal (as CTF).
     tau_h: τ_h of the soft saturation h(x) = 1 − exp(−x / τ_h) of the supervisory networks.
     zero_floor: rescale the band-stop so it is exactly 0 at Ŵ = 0 at every temperature
@@ -96,7 +96,9 @@ def tcmp(
     saturation = soft_saturation(tau_h)
 
     def init(latent: Params, key: jax.Array) -> Any:
-        del key  # deterministic: thresholds come from the initial weights (SPEC §0)
+        # Deterministic: thresholds come from the initial weights
+        # (docs/methods.md#thresholds-and-temperature).
+        del key
         return threshold_state(prunable_leaves(latent), alpha, control)
 
     def mask(latent: Params, aux: Any, ctx: MaskContext) -> Masks:
@@ -104,7 +106,8 @@ def tcmp(
         kappa = held_anneal(
             ctx.step, ctx.total_steps, kappa_start, kappa_end, warmup if hold else 0.0
         )
-        # SPEC §3: entry-wise magnitude mask, then only accessible and co-accessible entries.
+        # docs/methods.md#tcmp: entry-wise magnitude mask, then only accessible and co-accessible
+        # entries.
         magnitude = {
             name: band_stop(w, aux[name] * factor, kappa * aux[name] * factor, zero_floor)
             for name, w in prunable_leaves(latent).items()
@@ -224,9 +227,9 @@ def consistent_export(
     cfg: GCNConfig,
     n_nodes: int,
 ) -> ExportResult:
-    """Exact export of SPEC §0 with the guarantee of SPEC §3: crisp masks with zero dangling
-    connections (`topology.dangling_connections` == 0) and exactly c = keep_count(N, r) kept
-    entries whenever the search below finds such a set.
+    """Exact export of docs/methods.md#shared-notation with the guarantee of docs/methods.md#tcmp:
+    crisp masks with zero dangling connections (`topology.dangling_connections` == 0) and exactly c
+    = keep_count(N, r) kept entries whenever the search below finds such a set.
 
     soft_masks: {path: ψ_ℓ} (TCMP's consistent masks M̃), latents: {path: Ŵ_ℓ}, same keys, the
     GCN's prunable tensors for `cfg` and `n_nodes`. Entries are ranked as in

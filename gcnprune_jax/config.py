@@ -252,8 +252,7 @@ class RunConfig:
     pruning: PruningConfig = PruningConfig()
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError(f"--method must be one of {METHODS}, got {self.method!r}")
+        check_method(self.method)
         if self.method == "dense" and self.target_rate != 0.0:
             raise ConfigError(f"--rate {self.target_rate}: the dense method prunes nothing")
         if self.dataset not in DATASETS:
@@ -376,6 +375,17 @@ _METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+def check_method(method: str) -> None:
+    """A method name is INTERFACE.md's (`METHODS`) or registered with `pruning.api.register`
+    (a user's own learned method, trained by name with its factory's defaults)."""
+    if method in METHODS:
+        return
+    from gcnprune_jax.pruning import api  # lazily: the registry imports the methods
+
+    if method not in api.names():
+        raise ConfigError(f"--method must be one of {api.names()}, got {method!r}")
+
+
 def method_defaults(method: str) -> dict[str, Any]:
     """The PruningConfig fields whose default differs for `method` (empty for most)."""
     return dict(_METHOD_DEFAULTS.get(method, {}))
@@ -387,8 +397,7 @@ def default_config(dataset: str, method: str = "dense") -> RunConfig:
     (`cfg.replace(method=..., target_rate=...)`)."""
     if dataset not in DATASETS:
         raise ConfigError(f"--dataset must be one of {DATASETS}, got {dataset!r}")
-    if method not in METHODS:
-        raise ConfigError(f"--method must be one of {METHODS}, got {method!r}")
+    check_method(method)
     base = RunConfig(dataset=dataset)
     overrides = _DATASET_DEFAULTS[dataset]
     cfg = base.replace(

@@ -229,7 +229,7 @@ class Run:
         self.method = None
         if cfg.method != "dense" and self.baseline is None:
             if cfg.method not in pruning_api.names() or cfg.method in _NOT_WIRED:
-                available = ("dense", *BASELINES, *sorted(set(pruning_api.names()) - {*_NOT_WIRED}))
+                available = sorted(set(pruning_api.names()) - {*_NOT_WIRED})
                 raise ConfigError(
                     f"--method {cfg.method}: described in docs/methods.md but not implemented in "
                     f"this version; available methods: {', '.join(available)}"

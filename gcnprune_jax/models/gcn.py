@@ -234,7 +234,13 @@ def build_gcn(
 
 
 def path_name(path: tuple[Any, ...]) -> str:
-    """A key path as the INTERFACE's '/'-joined parameter name, e.g. 'block0/conv'."""
+    """A key path as the INTERFACE's '/'-joined parameter name, e.g. 'block0/conv'.
+
+    A Flax NNX `State` (from `nnx.split`) holds each array in a Variable, whose key path ends
+    with the attribute `.value`; that last step is not part of the name, so a State and its
+    pure dict (`State.to_pure_dict()`) give the same names."""
+    if path and getattr(path[-1], "name", None) == "value":
+        path = path[:-1]
     parts = []
     for entry in path:
         for attr in ("key", "name", "idx"):

@@ -36,11 +36,15 @@ Masks = dict[str, jax.Array]
 # Modules that register the built-in methods when imported; `get` and `names` import them
 # lazily, since they import this module themselves.
 _BUILTIN_MODULES = (
+    "gcnprune_jax.pruning.baselines",
     "gcnprune_jax.pruning.ctf",
     "gcnprune_jax.pruning.pmp",
     "gcnprune_jax.pruning.ssp",
     "gcnprune_jax.pruning.tcmp",
 )
+
+
+SCHEDULES = ("soft", "dense", "prune_then_finetune", "sparse_from_init")
 
 
 class MaskContext(NamedTuple):
@@ -80,6 +84,10 @@ class PruningMethod(NamedTuple):
     trainable_aux: when True, `init` returns aux = (frozen, trainable) and the train step
       optimizes `trainable` with the latent parameters (SSP's gate logits); an `export`
       of such a method also receives the fold's aux as `aux=`.
+    schedule: how `gcnprune prune` trains it (`SCHEDULES`): "soft" (the learned methods: soft
+      masks, then the exact export), "dense" (no pruning), "prune_then_finetune" (train dense,
+      `export` selects the crisp mask, fine-tune with it fixed: magnitude, structured),
+      "sparse_from_init" (the mask is chosen at initialization: random, SNIP).
     """
 
     name: str
@@ -89,6 +97,7 @@ class PruningMethod(NamedTuple):
     export: Callable[..., Any] | None = None
     prepare: Callable[[Params, jax.Array], Params] | None = None
     trainable_aux: bool = False
+    schedule: str = "soft"
 
 
 def prunable_leaves(params: Params) -> dict[str, jax.Array]:
@@ -100,6 +109,10 @@ def prunable_leaves(params: Params) -> dict[str, jax.Array]:
     return {path_name(path): leaf for path, leaf in flat if is_prunable(path, leaf)}
 
 
+def _flat(params: Any) -> list[tuple[Any, Any]]:
+    return jax.tree_util.tree_flatten_with_path(params)[0]
+
+
 def apply_masks(params: Params, masks: Mapping[str, ArrayLike]) -> Params:
     """Effective parameters W = Ŵ ⊙ ψ (docs/methods.md#prunable-tensors) for the prunable leaves;
     others unchanged.
@@ -109,6 +122,12 @@ def apply_masks(params: Params, masks: Mapping[str, ArrayLike]) -> Params:
     Returns a pytree of params' structure.
     """
     expected = prunable_leaves(params)
+    if not expected:
+        raise ConfigError(
+            "no prunable parameters in this pytree: a prunable leaf is a weight tensor whose "
+            "key path ends in 'kernel', 'query', 'key' or 'conv' (models.gcn.is_prunable); "
+            "got the paths " + ", ".join(path_name(p) for p, _ in _flat(params)[:8])
+        )
     if set(masks) != set(expected):
         raise ValueError(
             f"masks must name exactly the prunable parameters {sorted(expected)}, "
@@ -147,6 +166,13 @@ def compose(*methods: PruningMethod) -> PruningMethod:
     """
     if not methods:
         raise ConfigError("compose needs at least one pruning method")
+    one_shot = [m.name for m in methods if m.schedule != "soft"]
+    if one_shot:
+        raise ConfigError(
+            f"compose: {', '.join(one_shot)} select their masks once (schedule "
+            "prune_then_finetune, sparse_from_init or dense) and cannot be composed with "
+            "soft-mask methods"
+        )
     trainable = any(m.trainable_aux for m in methods)
 
     def parts_of(aux: Any) -> list[Any]:
@@ -178,6 +204,30 @@ def compose(*methods: PruningMethod) -> PruningMethod:
             combined = {name: combined[name] * part[name] for name in combined}
         return combined
 
+    def composed_export() -> Callable[..., Any] | None:
+        """The one part's own export, applied to the combined soft masks (and given that
+        part's trained state when it has one); None when no part has an export."""
+        exporting = [k for k, m in enumerate(methods) if m.export is not None]
+        if len(exporting) > 1:
+            raise ConfigError(
+                "compose: "
+                + ", ".join(methods[k].name for k in exporting)
+                + " each have their own export and there is no single way to combine them; "
+                "compose at most one method with its own export"
+            )
+        if not exporting:
+            return None
+        k = exporting[0]
+        part = methods[k]
+        if not part.trainable_aux:
+            return part.export
+
+        def export(soft_masks: Any, latents: Any, target_rate: float, aux: Any = None) -> Any:
+            part_aux = None if aux is None else parts_of(aux)[k]
+            return part.export(soft_masks, latents, target_rate, aux=part_aux)
+
+        return export
+
     def penalty(latent: Params, aux: Any, ctx: MaskContext, masks: Masks):
         terms = [
             m.penalty(latent, a, ctx, masks) for m, a in zip(methods, parts_of(aux), strict=True)
@@ -185,8 +235,28 @@ def compose(*methods: PruningMethod) -> PruningMethod:
         return sum(terms[1:], terms[0])
 
     return PruningMethod(
-        "+".join(m.name for m in methods), init, mask, penalty, trainable_aux=trainable
+        "+".join(m.name for m in methods),
+        init,
+        mask,
+        penalty,
+        export=composed_export(),
+        prepare=_composed_prepare(methods),
+        trainable_aux=trainable,
     )
+
+
+def _composed_prepare(methods: tuple[PruningMethod, ...]) -> Callable[..., Any] | None:
+    """Every part's `prepare` in order, each with its own key split from the given one."""
+    preparing = [m.prepare for m in methods if m.prepare is not None]
+    if not preparing:
+        return None
+
+    def prepare(latent: Params, key: jax.Array) -> Params:
+        for fn, k in zip(preparing, jax.random.split(key, len(preparing)), strict=True):
+            latent = fn(latent, k)
+        return latent
+
+    return prepare
 
 
 def to_objective(method: PruningMethod, target_rate: ArrayLike) -> Objective:
@@ -275,7 +345,7 @@ def _load_builtins() -> None:
 
 
 def names() -> tuple[str, ...]:
-    """The registered method names, sorted."""
+    """The registered method names (the learned methods, the baselines and "dense"), sorted."""
     _load_builtins()
     return tuple(sorted(_REGISTRY))
 

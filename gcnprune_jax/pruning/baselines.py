@@ -17,6 +17,7 @@ checkpoints before and after the pruning step restore alike.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -26,8 +27,9 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from gcnprune_jax.errors import ConfigError
+from gcnprune_jax.pruning import api
 from gcnprune_jax.pruning.api import MaskContext, Masks, Params, PruningMethod, prunable_leaves
-from gcnprune_jax.pruning.shared import as_gio, keep_count, split_flat
+from gcnprune_jax.pruning.shared import ExportResult, as_gio, keep_count, split_flat
 
 BoolMasks = dict[str, np.ndarray]
 SCOPES = ("global", "layerwise")
@@ -220,3 +222,66 @@ BASELINES: dict[str, Baseline] = {
     "random": Baseline("random", True, False, _select_random),
     "snip": Baseline("snip", True, True, _select_snip),
 }
+
+
+def _selection_export(select: Callable[..., BoolMasks]) -> Callable[..., ExportResult]:
+    """An `export` that keeps the selection's crisp masks (from the latents, at the rate)."""
+
+    def export(
+        soft_masks: Mapping[str, ArrayLike], latents: Mapping[str, ArrayLike], target_rate: float
+    ) -> ExportResult:
+        masks = select(latents, float(target_rate))
+        total = _total(latents)
+        kept = int(sum(int(np.sum(m)) for m in masks.values()))
+        soft_kept = float(sum(np.sum(np.asarray(m, np.float64)) for m in soft_masks.values()))
+        changed = sum(int(np.sum(masks[n] != (np.asarray(soft_masks[n]) > 0.5))) for n in masks)
+        return ExportResult(masks, kept, total, 1.0 - kept / total, 1.0 - soft_kept / total,
+                            changed)  # fmt: skip
+
+    return export
+
+
+def _refuse_snip(soft_masks: Any, latents: Any, target_rate: float) -> ExportResult:
+    del soft_masks, latents, target_rate
+    raise ConfigError(
+        "snip selects its mask from the training loss's gradients at initialization, which an "
+        "export does not see: call baselines.snip_masks(latents, grads, rate) with your "
+        "gradients, or train it with `gcnprune prune --method snip`"
+    )
+
+
+def baseline_method(
+    name: str, *, scope: str = "global", structure: str = "column", seed: int = 0
+) -> PruningMethod:
+    """A baseline (or "dense") as a registry value with the common interface (`api.get`).
+
+    During training ψ = aux, all ones from `init` (the network trains dense); `export`
+    selects the baseline's crisp masks from the latents at the target rate (magnitude: the
+    largest |Ŵ|, `scope`; structured: whole `structure` groups; random: seeded by `seed`).
+    `gcnprune prune` then fine-tunes with the mask fixed (`schedule`); a library user
+    calls `export` wherever the schedule says. dense keeps everything.
+    """
+    if scope not in SCOPES:
+        raise ConfigError(f"magnitude scope must be one of {SCOPES}, got {scope!r}")
+    if structure not in STRUCTURES:
+        raise ConfigError(f"structure must be one of {STRUCTURES}, got {structure!r}")
+    method = fixed()
+    selections = {
+        "dense": lambda latents, rate: {n: np.ones(np.shape(w), bool) for n, w in latents.items()},
+        "magnitude": lambda latents, rate: magnitude_masks(latents, rate, scope),
+        "structured": lambda latents, rate: structured_masks(latents, rate, structure),
+        "random": lambda latents, rate: random_masks(latents, rate, jax.random.PRNGKey(seed)),
+    }
+    schedule = {
+        "dense": "dense",
+        "magnitude": "prune_then_finetune",
+        "structured": "prune_then_finetune",
+        "random": "sparse_from_init",
+        "snip": "sparse_from_init",
+    }[name]
+    export = _refuse_snip if name == "snip" else _selection_export(selections[name])
+    return method._replace(name=name, export=export, schedule=schedule)
+
+
+for _name in ("dense", *BASELINES):
+    api.register(_name, functools.partial(baseline_method, _name))

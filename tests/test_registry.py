@@ -13,7 +13,7 @@ from flax import nnx
 
 from gcnprune_jax.config import METHODS
 from gcnprune_jax.errors import ConfigError
-from gcnprune_jax.pruning import api, baselines
+from gcnprune_jax.pruning import api, baselines, shared
 from gcnprune_jax.pruning.ctf import ctf
 from gcnprune_jax.pruning.shared import keep_count
 from gcnprune_jax.pruning.tcmp import tcmp
@@ -154,3 +154,59 @@ def test_composed_tcmp_export_leaves_no_dangling_connection():
         or abs(result.realized_rate - 0.9) < 1e-3
     )
     assert dangling_connections(result.masks, TINY_MODEL, n_nodes=15) == 0
+
+
+def mlp_params(seed=0):
+    """A model with names the library does not know, biases included."""
+    rng = np.random.default_rng(seed)
+    return {
+        "w_in": jnp.asarray(rng.normal(size=(4, 16)), jnp.float32),
+        "b_in": jnp.zeros(16, jnp.float32),
+        "w_out": jnp.asarray(rng.normal(size=(16, 3)), jnp.float32),
+    }
+
+
+def two_d(path, leaf):
+    return leaf.ndim >= 2
+
+
+@pytest.mark.parametrize("name", ["ctf", "ssp", "pmp", "magnitude"])
+def test_select_prunes_a_model_with_arbitrary_names(name):
+    params = mlp_params()
+    method = api.get(name, select=two_d)
+    assert set(api.prunable_leaves(params, two_d)) == {"w_in", "w_out"}
+    aux = method.init(params, jax.random.PRNGKey(0))
+    ctx = api.MaskContext(jnp.int32(5), jnp.int32(10), jnp.float32(0.75))
+    masks = method.mask(params, aux, ctx)
+    assert {k: v.shape for k, v in masks.items()} == {"w_in": (4, 16), "w_out": (16, 3)}
+    effective = api.apply_masks(params, masks, method.select)
+    np.testing.assert_array_equal(effective["b_in"], params["b_in"])  # not selected
+    leaves = {k: np.asarray(v) for k, v in api.prunable_leaves(params, two_d).items()}
+    soft = {k: np.asarray(v) for k, v in masks.items()}
+    export = method.export or shared.exact_export
+    extra = {"aux": aux} if method.trainable_aux and method.export is not None else {}
+    result = export(soft, leaves, 0.75, **extra)
+    assert result.kept == keep_count(4 * 16 + 16 * 3, 0.75)
+    # the objective of the compiled train step uses the same selection
+    objective = api.to_objective(method, 0.75)
+    from gcnprune_jax.train import Context
+
+    effective, penalty = objective.both(params, aux, Context(jnp.int32(5), jnp.int32(10)))
+    assert set(effective) == set(params) and np.isfinite(float(penalty))
+
+
+def test_convolution_kernels_are_pruned_by_output_filter():
+    conv = nnx.Conv(2, 6, kernel_size=(3, 3), rngs=nnx.Rngs(0))
+    _, state = nnx.split(conv)
+    leaves = {k: np.asarray(v) for k, v in api.prunable_leaves(state).items()}
+    assert leaves["kernel"].shape == (3, 3, 2, 6)
+    method = api.get("ctf")
+    aux = method.init(state, jax.random.PRNGKey(0))
+    ctx = api.MaskContext(jnp.int32(9), jnp.int32(10), jnp.float32(0.5))
+    assert method.mask(state, aux, ctx)["kernel"].shape == (3, 3, 2, 6)
+    # structured "column" pruning of a (kh, kw, I, O) kernel removes whole output filters
+    masks = baselines.structured_masks(leaves, 0.5, "column")["kernel"]
+    per_filter = masks.reshape(-1, 6).sum(axis=0)
+    assert sorted(per_filter.tolist()) == [0, 0, 0, 18, 18, 18]
+    with pytest.raises(ValueError, match="convolution kernel"):
+        shared.as_gio(jnp.ones(5))

@@ -88,6 +88,7 @@ class PruningMethod(NamedTuple):
       masks, then the exact export), "dense" (no pruning), "prune_then_finetune" (train dense,
       `export` selects the crisp mask, fine-tune with it fixed: magnitude, structured),
       "sparse_from_init" (the mask is chosen at initialization: random, SNIP).
+    select: which leaves the method prunes (`prunable_leaves`); None = `is_prunable`.
     """
 
     name: str
@@ -98,35 +99,52 @@ class PruningMethod(NamedTuple):
     prepare: Callable[[Params, jax.Array], Params] | None = None
     trainable_aux: bool = False
     schedule: str = "soft"
+    select: Callable[[tuple[Any, ...], Any], bool] | None = None
 
 
-def prunable_leaves(params: Params) -> dict[str, jax.Array]:
-    """{path: Ŵ_ℓ} of the prunable leaves ((G, I, O) or (I, O)), in the pytree's order.
+Select = Callable[[tuple[Any, ...], Any], bool]
 
-    Selection is by key path (`is_prunable`), never by the container's internals.
+
+def prunable_leaves(params: Params, select: Select | None = None) -> dict[str, jax.Array]:
+    """{path: Ŵ_ℓ} of the prunable leaves, in the pytree's order.
+
+    select(key_path, leaf) -> bool chooses them; default `models.gcn.is_prunable` (key paths
+    ending in `kernel`, `query`, `key`, `conv`). For another model, e.g.
+    `select=lambda path, leaf: leaf.ndim >= 2`. `params` may be any pytree of arrays,
+    including a Flax NNX `State` and lists of modules.
     """
+    select = is_prunable if select is None else select
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
-    return {path_name(path): leaf for path, leaf in flat if is_prunable(path, leaf)}
+    return {path_name(path): leaf for path, leaf in flat if select(path, leaf)}
 
 
 def _flat(params: Any) -> list[tuple[Any, Any]]:
     return jax.tree_util.tree_flatten_with_path(params)[0]
 
 
-def apply_masks(params: Params, masks: Mapping[str, ArrayLike]) -> Params:
+def apply_masks(
+    params: Params, masks: Mapping[str, ArrayLike], select: Select | None = None
+) -> Params:
     """Effective parameters W = Ŵ ⊙ ψ (docs/methods.md#prunable-tensors) for the prunable leaves;
     others unchanged.
 
     params: the latent pytree. masks: {path: ψ_ℓ} with exactly the prunable leaves' paths,
     each of its leaf's shape (explicit masks: a leaf left unpruned gets all ones, never None).
+    select: which leaves are prunable, as in `prunable_leaves` (a method's `select`).
     Returns a pytree of params' structure.
     """
-    expected = prunable_leaves(params)
+    chosen = is_prunable if select is None else select
+    expected = prunable_leaves(params, chosen)
     if not expected:
+        rule = (
+            "a weight tensor whose key path ends in 'kernel', 'query', 'key' or 'conv' "
+            "(models.gcn.is_prunable; pass select= for other names)"
+            if select is None
+            else "one for which the method's select() is true"
+        )
         raise ConfigError(
-            "no prunable parameters in this pytree: a prunable leaf is a weight tensor whose "
-            "key path ends in 'kernel', 'query', 'key' or 'conv' (models.gcn.is_prunable); "
-            "got the paths " + ", ".join(path_name(p) for p, _ in _flat(params)[:8])
+            f"no prunable parameters in this pytree: a prunable leaf is {rule}; got the paths "
+            + ", ".join(path_name(p) for p, _ in _flat(params)[:8])
         )
     if set(masks) != set(expected):
         raise ValueError(
@@ -141,7 +159,7 @@ def apply_masks(params: Params, masks: Mapping[str, ArrayLike]) -> Params:
             )
 
     def effective(path: tuple[Any, ...], leaf: Any) -> Any:
-        return leaf * masks[path_name(path)] if is_prunable(path, leaf) else leaf
+        return leaf * masks[path_name(path)] if chosen(path, leaf) else leaf
 
     return jax.tree_util.tree_map_with_path(effective, params)
 
@@ -174,6 +192,11 @@ def compose(*methods: PruningMethod) -> PruningMethod:
             "soft-mask methods"
         )
     trainable = any(m.trainable_aux for m in methods)
+    if len({id(m.select) for m in methods}) > 1:
+        raise ConfigError(
+            "compose: the methods select different prunable leaves (select=); pass them the "
+            "same select function"
+        )
 
     def parts_of(aux: Any) -> list[Any]:
         if not trainable:
@@ -242,6 +265,7 @@ def compose(*methods: PruningMethod) -> PruningMethod:
         export=composed_export(),
         prepare=_composed_prepare(methods),
         trainable_aux=trainable,
+        select=methods[0].select,
     )
 
 
@@ -273,7 +297,7 @@ def to_objective(method: PruningMethod, target_rate: ArrayLike) -> Objective:
         return mask_ctx, method.mask(latent, aux, mask_ctx)
 
     def transform(latent: Params, aux: Any, ctx: Context) -> Params:
-        return apply_masks(latent, masks_of(latent, aux, ctx)[1])
+        return apply_masks(latent, masks_of(latent, aux, ctx)[1], method.select)
 
     def penalty(latent: Params, aux: Any, ctx: Context) -> jax.Array:
         mask_ctx, masks = masks_of(latent, aux, ctx)
@@ -281,7 +305,9 @@ def to_objective(method: PruningMethod, target_rate: ArrayLike) -> Objective:
 
     def both(latent: Params, aux: Any, ctx: Context) -> tuple[Params, jax.Array]:
         mask_ctx, masks = masks_of(latent, aux, ctx)
-        return apply_masks(latent, masks), method.penalty(latent, aux, mask_ctx, masks)
+        return apply_masks(latent, masks, method.select), method.penalty(
+            latent, aux, mask_ctx, masks
+        )
 
     return Objective(
         transform=transform, penalty=penalty, both=both, trainable_aux=method.trainable_aux
@@ -309,11 +335,11 @@ def to_multi_rate_objective(method: PruningMethod, rates: ArrayLike) -> Objectiv
 
     def transform(latent: Params, aux: Any, ctx: Context) -> Params:
         masks = stacked(latent, aux, ctx)[0]
-        return jax.vmap(lambda m: apply_masks(latent, m))(masks)
+        return jax.vmap(lambda m: apply_masks(latent, m, method.select))(masks)
 
     def both(latent: Params, aux: Any, ctx: Context) -> tuple[Params, jax.Array]:
         masks, mask_ctx = stacked(latent, aux, ctx)
-        effective = jax.vmap(lambda m: apply_masks(latent, m))(masks)
+        effective = jax.vmap(lambda m: apply_masks(latent, m, method.select))(masks)
         first = {name: m[0] for name, m in masks.items()}
         return effective, method.penalty(latent, aux, mask_ctx, first)
 

@@ -28,7 +28,14 @@ from jax.typing import ArrayLike
 
 from gcnprune_jax.errors import ConfigError
 from gcnprune_jax.pruning import api
-from gcnprune_jax.pruning.api import MaskContext, Masks, Params, PruningMethod, prunable_leaves
+from gcnprune_jax.pruning.api import (
+    MaskContext,
+    Masks,
+    Params,
+    PruningMethod,
+    Select,
+    prunable_leaves,
+)
 from gcnprune_jax.pruning.shared import ExportResult, as_gio, keep_count, split_flat
 
 BoolMasks = dict[str, np.ndarray]
@@ -36,13 +43,13 @@ SCOPES = ("global", "layerwise")
 STRUCTURES = ("column", "row", "channel")
 
 
-def fixed() -> PruningMethod:
+def fixed(select: Select | None = None) -> PruningMethod:
     """ψ = aux: the mask is carried as method state and held fixed (fine-tuning, sparse
     training from a mask chosen at init). aux = {path: float mask of Ŵ_ℓ's shape}."""
 
     def init(latent: Params, key: jax.Array) -> Masks:
         del key
-        return {name: jnp.ones_like(w) for name, w in prunable_leaves(latent).items()}
+        return {name: jnp.ones_like(w) for name, w in prunable_leaves(latent, select).items()}
 
     def mask(latent: Params, aux: Masks, ctx: MaskContext) -> Masks:
         del latent, ctx
@@ -52,7 +59,7 @@ def fixed() -> PruningMethod:
         del latent, aux, ctx, masks
         return jnp.zeros((), jnp.float32)
 
-    return PruningMethod("fixed", init, mask, penalty)
+    return PruningMethod("fixed", init, mask, penalty, select=select)
 
 
 def _top_k(scores: Mapping[str, np.ndarray], kept: int) -> BoolMasks:
@@ -251,7 +258,12 @@ def _refuse_snip(soft_masks: Any, latents: Any, target_rate: float) -> ExportRes
 
 
 def baseline_method(
-    name: str, *, scope: str = "global", structure: str = "column", seed: int = 0
+    name: str,
+    *,
+    scope: str = "global",
+    structure: str = "column",
+    seed: int = 0,
+    select: Select | None = None,
 ) -> PruningMethod:
     """A baseline (or "dense") as a registry value with the common interface (`api.get`).
 
@@ -265,7 +277,7 @@ def baseline_method(
         raise ConfigError(f"magnitude scope must be one of {SCOPES}, got {scope!r}")
     if structure not in STRUCTURES:
         raise ConfigError(f"structure must be one of {STRUCTURES}, got {structure!r}")
-    method = fixed()
+    method = fixed(select)
     selections = {
         "dense": lambda latents, rate: {n: np.ones(np.shape(w), bool) for n, w in latents.items()},
         "magnitude": lambda latents, rate: magnitude_masks(latents, rate, scope),

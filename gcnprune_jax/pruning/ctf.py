@@ -20,6 +20,7 @@ from gcnprune_jax.pruning.api import (
     Masks,
     Params,
     PruningMethod,
+    Select,
     prunable_leaves,
     register,
 )
@@ -48,6 +49,7 @@ def ctf(
     zero_floor: bool = True,
     control: bool = False,
     control_speed: float = 10.0,
+    select: Select | None = None,
 ) -> PruningMethod:
     """The CTF method of docs/methods.md#ctf.
 
@@ -65,6 +67,8 @@ def ctf(
     control: the budget controller (`shared.budget_control_term`): every threshold is
       a_ℓ · exp(control_speed · θ), θ a trained scalar driven to meet the budget exactly.
       aux is then (thresholds, {"shift": θ}) with θ trained (`trainable_aux`).
+    select: which leaves are pruned (`api.prunable_leaves`); None = the GCN's rule
+      (`models.gcn.is_prunable`), e.g. `lambda path, leaf: leaf.ndim >= 2` for another model.
 
     aux = {path: a_ℓ (scalar)}; masks = {path: ψ_ℓ of Ŵ_ℓ's shape, (G, I, O) or (I, O)}.
     """
@@ -81,7 +85,7 @@ def ctf(
         # Deterministic: thresholds come from the initial weights
         # (docs/methods.md#thresholds-and-temperature).
         del key
-        return threshold_state(prunable_leaves(latent), alpha, control)
+        return threshold_state(prunable_leaves(latent, select), alpha, control)
 
     def mask(latent: Params, aux: Any, ctx: MaskContext) -> Masks:
         aux, scale = thresholds_of(aux, control, control_speed)
@@ -89,7 +93,7 @@ def ctf(
             ctx.step, ctx.total_steps, kappa_start, kappa_end, warmup if hold else 0.0
         )
         masks = {}
-        for name, w in prunable_leaves(latent).items():
+        for name, w in prunable_leaves(latent, select).items():
             w_gio = as_gio(w)  # (G, I, O)
             threshold = aux[name] * scale
             # docs/methods.md#ctf: Hadamard product of the enabled factors, one band-stop each.
@@ -107,7 +111,7 @@ def ctf(
         del latent
         return budget_penalty(masks, ctx, warmup, lam, aux[1]["shift"] if control else None)
 
-    return PruningMethod("ctf", init, mask, penalty, trainable_aux=control)
+    return PruningMethod("ctf", init, mask, penalty, trainable_aux=control, select=select)
 
 
 register("ctf", ctf)

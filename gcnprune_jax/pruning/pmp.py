@@ -45,6 +45,7 @@ from gcnprune_jax.pruning.api import (
     Masks,
     Params,
     PruningMethod,
+    Select,
     prunable_leaves,
     register,
 )
@@ -216,6 +217,7 @@ def _build(
     mu_end: float | None = None,
     redraw: bool = False,
     scope: str = "tensor",
+    select: Select | None = None,
 ) -> PruningMethod:
     _check_prior(prior)
     if scope not in PRIOR_SCOPES:
@@ -241,7 +243,7 @@ def _build(
         raise ConfigError(f"{name}.bandwidth must be > 0, got {bandwidth}")
 
     def init_scales(latent: Params) -> dict[str, jax.Array]:
-        leaves = prunable_leaves(latent)
+        leaves = prunable_leaves(latent, select)
         if scope == "global":  # one prior over every prunable entry: the pooled init rms
             pooled = sum(jnp.sum(jnp.square(w)) for w in leaves.values())
             n = sum(w.size for w in leaves.values())
@@ -262,7 +264,7 @@ def _build(
         # budget target does; at the end of training it is exactly ctx.target_rate.
         rate = ramp_rate(ctx.target_rate, ctx.step, ctx.total_steps, warmup)
         masks = {}
-        for path, w in prunable_leaves(latent).items():
+        for path, w in prunable_leaves(latent, select).items():
             a = threshold(prior, aux[path], rate)
             masks[path] = band_stop(w, a, kappa * a)
         return masks
@@ -274,7 +276,7 @@ def _build(
 
     def penalty(latent: Params, aux: dict[str, jax.Array], ctx: MaskContext, masks: Masks):
         del masks  # alignment only: no budget term (docs/methods.md#pmp)
-        leaves = prunable_leaves(latent)
+        leaves = prunable_leaves(latent, select)
         if scope == "global" and leaves:
             # one distribution over all entries; x the tensor count, so μ weighs it as the
             # per-tensor sum of the "tensor" scope
@@ -296,7 +298,7 @@ def _build(
         √3 σ, while the Gaussian a(0.95) = 1.96 σ: started from it, PMP at r ≥ 0.92 begins with
         every weight in the stop band and no gradient to leave it.) Off by default: on SBU
         fold 1 at r = 0.98 it gave 14.5% against 58% without (one run each)."""
-        leaves = prunable_leaves(latent)
+        leaves = prunable_leaves(latent, select)
         keys = dict(zip(leaves, jax.random.split(key, max(len(leaves), 1)), strict=False))
         scales = init_scales(latent)
         draws = {}
@@ -315,7 +317,9 @@ def _build(
 
         return jax.tree_util.tree_map_with_path(redraw, latent)
 
-    return PruningMethod(name, init, mask, penalty, prepare=prepare if redraw else None)
+    return PruningMethod(
+        name, init, mask, penalty, prepare=prepare if redraw else None, select=select
+    )
 
 
 def alignment_weight(
@@ -347,6 +351,7 @@ def pmp(
     bandwidth: float | None = None,
     mu_end: float | None = 100.0,
     scope: str = "global",
+    select: Select | None = None,
 ) -> PruningMethod:
     """The PMP method of docs/methods.md#pmp.
 
@@ -365,6 +370,7 @@ def pmp(
       prior over all prunable entries, scaled by their pooled init rms, aligned as one
       distribution: one threshold a(r) for the network, which allocates the rate across
       tensors by magnitude; docs/methods.md, "PMP allocation").
+    select: which leaves are pruned (`api.prunable_leaves`); None = the GCN's rule.
 
     aux = {path: s_ℓ, the prior's scale parameter}; masks = {path: band_stop(Ŵ_ℓ, a_ℓ(r),
     κ_t a_ℓ(r))} with r = ctx.target_rate (may be traced or vmapped).
@@ -381,6 +387,7 @@ def pmp(
         bandwidth,
         mu_end,
         scope=scope,
+        select=select,
     )
 
 
@@ -396,6 +403,7 @@ def mrmp(
     bandwidth: float | None = None,
     mu_end: float | None = None,
     scope: str = "global",
+    select: Select | None = None,
 ) -> PruningMethod:
     """The MRMP method of docs/methods.md#mrmp: PMP on one latent pytree trained for many rates.
 
@@ -418,6 +426,7 @@ def mrmp(
         bandwidth,
         mu_end,
         scope=scope,
+        select=select,
     )
 
 

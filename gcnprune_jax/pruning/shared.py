@@ -32,24 +32,39 @@ _GROUP_AXES = {"row": (2,), "column": (1,), "channel": (1, 2)}
 
 
 def as_gio(x: jax.Array) -> jax.Array:
-    """View a prunable tensor as (G, I, O) (docs/methods.md#prunable-tensors, prunable tensor).
+    """View a prunable tensor as (G, I, O) (docs/methods.md#prunable-tensors).
 
-    x: (I, O) -> (1, I, O); (G, I, O) is returned as is.
+    x: (I, O) -> (1, I, O); (G, I, O) is returned as is (the GCN's heads are its channels);
+    a convolution kernel (k_1, …, k_n, I, O) with n >= 2 spatial axes (e.g. a Flax
+    `nnx.Conv` kernel (kh, kw, I, O)) -> (1, k_1 ⋯ k_n · I, O), so a column is one output
+    filter (all taps, all inputs) and a row one input channel at one tap. A 1-D leaf has no
+    such view and is refused.
     """
     if x.ndim == 2:
         return x[None]
     if x.ndim == 3:
         return x
-    raise ValueError(f"a prunable tensor is (I, O) or (G, I, O), got shape {x.shape}")
+    if x.ndim >= 4:
+        return x.reshape(1, -1, x.shape[-1])
+    raise ValueError(
+        f"a prunable tensor is (I, O), (G, I, O) or a convolution kernel (..., I, O), got "
+        f"shape {x.shape}"
+    )
 
 
 def from_gio(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """Undo `as_gio`: (1, I, O) -> `shape` = (I, O); a 3-D `shape` passes x through.
+    """Undo `as_gio`: (1, I, O) -> `shape` = (I, O); a 3-D `shape` passes x through; a
+    convolution kernel's (1, K·I, O) view goes back to its (k_1, …, k_n, I, O) shape.
 
     x: (G, I, O), as returned by `as_gio` for a tensor of `shape`.
     """
     shape = tuple(shape)
-    expected = (1, *shape) if len(shape) == 2 else shape
+    if len(shape) == 2:
+        expected = (1, *shape)
+    elif len(shape) == 3:
+        expected = shape
+    else:
+        expected = (1, int(np.prod(shape[:-1])), shape[-1])
     if x.shape != expected:
         raise ValueError(f"cannot view a (G, I, O) array of shape {x.shape} as {shape}")
     return x.reshape(shape)

@@ -40,6 +40,7 @@ from gcnprune_jax.pruning.api import (
     Masks,
     Params,
     PruningMethod,
+    Select,
     prunable_leaves,
     register,
 )
@@ -194,6 +195,7 @@ def ssp(
     zero_floor: bool = False,
     control: bool = False,
     control_speed: float = 10.0,
+    select: Select | None = None,
 ) -> PruningMethod:
     """The SSP method of docs/methods.md#ssp.
 
@@ -221,6 +223,7 @@ def ssp(
       (`shared.band_stop`); without it the budget is out of reach while κ is high.
     control, control_speed: the budget controller, as in CTF (`pruning.ctf.ctf`); the
       trained state is then {"gates": {path: θ_ℓ}, "shift": θ} instead of {path: θ_ℓ}.
+    select: which leaves are pruned (`api.prunable_leaves`); None = the GCN's rule.
 
     aux = ({path: a_ℓ}, {path: θ_ℓ (G, 4)}), θ initialized to 0 (all granularities equal).
     """
@@ -238,7 +241,7 @@ def ssp(
 
     def init(latent: Params, key: jax.Array) -> tuple[dict[str, Any], dict[str, Any]]:
         del key  # deterministic: thresholds from the initial weights, gates all equal
-        leaves = prunable_leaves(latent)
+        leaves = prunable_leaves(latent, select)
         thresholds = {name: init_threshold(w, alpha) for name, w in leaves.items()}
         gates = {
             name: jnp.zeros((as_gio(w).shape[0], len(KINDS)), jnp.float32)
@@ -267,7 +270,7 @@ def ssp(
         )
         tau_gate = gate_temperature(ctx)
         masks = {}
-        for name, w in prunable_leaves(latent).items():
+        for name, w in prunable_leaves(latent, select).items():
             w_gio = as_gio(w if weights_grad else jax.lax.stop_gradient(w))
             logits = gate_scale * gates[name] + _kind_bias(w_gio.shape[0], name)
             pi = gate_probabilities(
@@ -305,7 +308,7 @@ def ssp(
     ) -> ExportResult:
         return gated_export(soft_masks, latents, target_rate, chosen_kinds(gates_of(aux[1])))
 
-    return PruningMethod("ssp", init, mask, penalty, export, trainable_aux=True)
+    return PruningMethod("ssp", init, mask, penalty, export, trainable_aux=True, select=select)
 
 
 def chosen_kinds(gates: Mapping[str, ArrayLike]) -> dict[str, list[str]]:

@@ -4,7 +4,7 @@ For every trained run found under --runs (the output tree of experiments/pruning
 <runs>/<dataset>/<method>_r<rate>_s<seed>/), times the five paths of `gcnprune_jax.bench`
 (masked dense, compacted dense, BCOO, compacted + BCOO, compacted with per-layer fastest
 layouts) at each batch size on the current backend, fold 1 of each run, and reports the
-measured speedup over the masked dense network next to the FLOP ratio (dense FLOPs / the
+measured speedup over the masked dense network next to the FLOP speedup (dense FLOPs / the
 path's FLOPs). Runs unchanged on CPU, GPU and TPU: JAX picks the backend.
 
     GCNPRUNE_DATA_DIR=../shared/data python benchmarks/inference.py --dataset sbu \
@@ -57,7 +57,7 @@ def plot(results: list[dict], out: Path, batch: int) -> str:
             [r["flop_ratio_compact"] for r in rows],
             linestyle="--",
             color=line.get_color(),
-            label=f"{method} FLOP ratio",
+            label=f"{method} FLOP speedup",
         )
     ax.set_xlabel("pruning rate")
     ax.set_ylabel(f"speedup over masked dense (batch {batch})")
@@ -101,7 +101,7 @@ def main() -> None:
             auto = next(r for r in res["rows"] if r["path"] == "compact_auto" and r["batch"] == big)
             print(
                 f"{method:>10} r={rate:<5g} compact_auto speedup {auto['speedup']:.2f} at batch "
-                f"{big} (FLOP ratio {res['flop_ratio_compact']:.2f}), layouts {res['layouts']}",
+                f"{big} (FLOP speedup {res['flop_ratio_compact']:.2f}), layouts {res['layouts']}",
                 flush=True,
             )
             write(out, args, results, missing, time.perf_counter() - started, batch_sizes)
@@ -115,10 +115,10 @@ def write(out, args, results, missing, seconds, batch_sizes, note="") -> None:
     big = max(batch_sizes)
     summary = [
         f"Compacted network (`compact_auto`) at batch {big}: measured speedup over the masked "
-        "network against the structured FLOP ratio (flops_dense / flops_structured).",
+        "network against the structured FLOP speedup (flops_dense / flops_structured).",
         "",
-        "| method | rate | flops_structured | compacted FLOPs | FLOP ratio | speedup | "
-        "% of ratio | max rel. error |",
+        "| method | rate | flops_structured | compacted FLOPs | FLOP speedup | speedup | "
+        "% of FLOP speedup | max rel. error |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for res in results:
@@ -151,7 +151,7 @@ def write(out, args, results, missing, seconds, batch_sizes, note="") -> None:
         "",
         *summary,
         "",
-        "`speedup` = time(masked_dense) / time(path) at the same batch; `FLOP ratio` = dense "
+        "`speedup` = time(masked_dense) / time(path) at the same batch; `FLOP speedup` = dense "
         "FLOPs / the path's FLOPs (unstructured count for the BCOO paths, the compacted "
         "network's for the compacted ones).",
         "",

@@ -456,8 +456,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     infos = export_run(args.checkpoint, out, data_dir=args.data_dir, batch=args.batch)
     for info in infos:
         print(
-            f"fold {info['fold']}: FLOPs {info['flops_compact']} of {info['flops_dense']} "
-            f"(structured count {info['flops_structured']}), max relative error "
+            f"fold {info['fold']}: FLOPs "
+            f"{info['flops_compact'] / info['flops_dense']:.3f} of dense "
+            f"({info['flops_compact']} of {info['flops_dense']}; structured count "
+            f"{info['flops_structured'] / info['flops_dense']:.3f} of dense), max relative error "
             f"{info['max_relative_error']:.1e}, layouts chosen at batch {info['layout_batch']} "
             f"on {info['backend']}; wrote {info['directory']}"
         )

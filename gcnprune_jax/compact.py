@@ -1,4 +1,5 @@
-"""Compaction (SPEC §8): a pruned GCN rebuilt as a smaller dense network, same outputs.
+"""Compaction (docs/methods.md#costs-and-compaction): a pruned GCN rebuilt as a smaller dense
+network, same outputs.
 
 `compact(params, masks, model, adjacency=…)` takes one network's latent parameters and crisp
 masks and returns a `CompactGCN`: plain arrays (`params`) plus the static structure (`spec`)

@@ -85,7 +85,9 @@ def serve(mrmp_dir: Path, rate: float) -> dict:
     result = evaluate_checkpoint(mrmp_dir, rate=rate)
     result.pop("history", None)
     cached.write_text(json.dumps(result) + "\n")
-    print(f"mrmp served at r={rate:g}: acc {100 * result['accuracy']:.2f}%", flush=True)
+    # a tuning run (validation part held out) shows its validation accuracy, never the test's
+    key, label = ("val_accuracy", "val") if "val_accuracy" in result else ("accuracy", "acc")
+    print(f"mrmp served at r={rate:g}: {label} {100 * result[key]:.2f}%", flush=True)
     return result
 
 

@@ -40,7 +40,8 @@ VAL_FRACTION = 0.2
 # controller (a trained common threshold factor that meets the budget); ft50: fine-tuning
 # for the last 50% of the epochs (as magnitude pruning's prune_at = 0.5); ce: the consistent
 # export (no budget spent on dangling connections); lr2: the learning-rate rule on the loss's
-# temporal derivative (--schedule adaptive2).
+# temporal derivative (--schedule adaptive2); bin: PMP's alignment with ranks read from a
+# histogram instead of a sort (alignment "wasserstein_binned").
 _ZF = ["pruning.zero_floor=true"]
 _FT = ["pruning.finetune=0.3"]
 _K02 = ["pruning.kappa_start=0.2", "pruning.budget_lambda=1000.0"]
@@ -49,6 +50,7 @@ _BC = ["pruning.budget_control=true"]
 _FT50 = ["pruning.finetune=0.5"]
 _CE = ["pruning.consistent_export=true"]
 _LR2 = ['train.schedule="adaptive2"']
+_BIN = ['pruning.alignment="wasserstein_binned"']
 VARIANTS: dict[str, dict[str, list[str]]] = {
     "dense": {"default": [], "lr2": _LR2},
     "magnitude": {"default": [], "lr2": _LR2},
@@ -81,8 +83,10 @@ VARIANTS: dict[str, dict[str, list[str]]] = {
         "global+ft50": _GLOBAL + _FT50,
         "global+ft+ce": _GLOBAL + _FT + _CE,
         "global+ft50+lr2": _GLOBAL + _FT50 + _LR2,
+        "global+ft50+bin": _GLOBAL + _FT50 + _BIN,
+        "global+ft50+bin+bc": _GLOBAL + _FT50 + _BIN + _BC,
     },
-    "mrmp": {"default": [], "global": _GLOBAL},
+    "mrmp": {"default": [], "global": _GLOBAL, "global+bin": _GLOBAL + _BIN},
 }
 # Variants of a setting every method shares (the training schedule): measured per method, but
 # chosen for all methods at once (docs/methods.md), so never a single method's choice here.

@@ -161,7 +161,10 @@ def _add_pruning_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--prior", choices=("gaussian", "laplace", "uniform"), help="pmp: the prior")
     g.add_argument(
-        "--alignment", choices=("wasserstein", "kl"), help="pmp: distribution alignment loss"
+        "--alignment",
+        choices=("wasserstein", "wasserstein_binned", "kl"),
+        help="pmp/mrmp: distribution alignment loss (wasserstein_binned: ranks from a histogram, "
+        "no sort)",
     )
     g.add_argument("--mu", type=float, help="pmp/mrmp: weight of the alignment loss")
     g.add_argument(
@@ -192,13 +195,13 @@ def _add_pruning_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--budget-control",
         action=argparse.BooleanOptionalAction,
-        help="ctf/ssp/tcmp: a trained common threshold factor driven by the budget's excess "
-        "(meets the budget exactly)",
+        help="ctf/ssp/tcmp/pmp: a trained common threshold factor driven by the budget's "
+        "excess (meets the budget exactly)",
     )
     g.add_argument(
         "--control-speed",
         type=float,
-        help="ctf/ssp/tcmp: how fast the budget controller's threshold factor moves",
+        help="ctf/ssp/tcmp/pmp: how fast the budget controller's threshold factor moves",
     )
     g.add_argument(
         "--finetune",

@@ -204,7 +204,7 @@ def _method_hyper(cfg: RunConfig, n_nodes: int) -> dict[str, Any]:
             **budget,
         },
         "tcmp": {"model": cfg.model, "n_nodes": n_nodes, "tau_h": p.tau_h, **budget},
-        "pmp": prior,
+        "pmp": {**prior, "control": p.budget_control, "control_speed": p.control_speed},
         "mrmp": {"rates": p.rates, **prior},
     }.get(cfg.method, {})
 

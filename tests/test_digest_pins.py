@@ -10,6 +10,7 @@ To re-pin after an intended change of behaviour, run `python tests/test_digest_p
 """
 
 import dataclasses
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -33,52 +34,57 @@ class Pin(NamedTuple):
     abs_sum: float
 
 
-# Recorded with jax 0.10.2 on CPU, "AMD EPYC" (x86_64).
-PINNED_ON = ("0.10.2", "cpu", "AMD EPYC")
+# Recorded with jax 0.10.2 on CPU, "AMD EPYC" (x86_64, AVX2 without AVX-512), flags digest below.
+PINNED_ON = ("0.10.2", "cpu", "AMD EPYC", "ecfefe0ffbf1")
 PINS = {
     "magnitude": Pin(
-        "24e9ce6dc6e3e0c7c396ec8653f66e054a035e1ae033c002b2dc55adde3fcc96",
+        "bbc5e38e428e98b360e888a137d6f3a0b111ce0f7369f250f8f70f41de8a89be",
         234,
-        4.88319588297054,
-        322.60197048484224,
+        4.883195307274946,
+        322.601970948037,
     ),
     "ctf": Pin(
-        "3c80dcce0ad96314bcfc3a2eee8cbe1400818639a568ddf7a63f5c8f2aa13ee0",
+        "f2f6387677aefaab7fe803843b27c7119647ecbd62ceb1bbea2d6df179907c32",
         234,
-        6.206263712929967,
-        317.173629964743,
+        6.2062638225932005,
+        317.1736300683526,
     ),
     "ssp": Pin(
-        "dbd4dedbe81a8757b9a087ee1bc11c85b3f72c1760167e23ab95eb21593ed718",
+        "d33c7b3dcd29cb14336b7b8e7f0be841e8cdb286b730e8294417f5a9c6ecbf75",
         234,
-        6.1464146928019545,
-        316.3692710921141,
+        6.1464148672139345,
+        316.3692712987295,
     ),
     "tcmp": Pin(
-        "0df648d5f430b569a94e8ec6a729d9aa00e7845e028843ca89af1ac89adffed9",
+        "698927b6a365ac1c37d8f07f961907ae32e9a9f27d2c3acccd1c554751bca80d",
         234,
-        6.2169530103274155,
-        320.74519126603263,
+        6.216952983319061,
+        320.74519129583496,
     ),
     "pmp": Pin(
-        "36543084411c72f473a4ab42fdd92c0169670735be201608630ef3030106c773",
+        "8a6b04784c04f8f7559824c203ff3795e94c88742ad40881ccbe48295692f076",
         234,
-        5.093093513787608,
-        323.46877693325223,
+        5.085391407832503,
+        323.4681180368061,
     ),
 }
 
 
-def machine() -> tuple[str, str, str]:
-    model = ""
+def machine() -> tuple[str, str, str, str]:
+    """(JAX version, backend, CPU model, digest of the CPU's feature flags). XLA compiles for
+    the features it finds (AVX-512 or not, ...), and two CPUs sold under one model name
+    ("AMD EPYC" in a virtual machine) may expose different ones, so the flags are part of it."""
+    model, flags = "", ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and not model:
                 model = line.split(":", 1)[1].strip()
-                break
+            if line.startswith("flags") and not flags:
+                names = sorted(line.split(":", 1)[1].split())
+                flags = hashlib.sha256(" ".join(names).encode()).hexdigest()[:12]
     except OSError:
         pass
-    return jax.__version__, jax.default_backend(), model
+    return jax.__version__, jax.default_backend(), model, flags
 
 
 def measure(method: str, out: Path) -> Pin:

@@ -137,10 +137,11 @@ def test_budget_control_term_is_zero_valued_and_pushes_the_threshold_the_right_w
     assert float(threshold_factor(0.1, 10.0)) == pytest.approx(np.e)
 
 
-@pytest.mark.parametrize("method", ["ctf", "ssp", "tcmp"])
+@pytest.mark.parametrize("method", ["ctf", "ssp", "tcmp", "pmp"])
 def test_controlled_methods_train_their_shift_and_export_exactly(method, synthetic, tmp_path):
     rate = 0.9
-    cfg = _pruned(method, rate, zero_floor=True, budget_control=True)
+    floor = {} if method == "pmp" else {"zero_floor": True}
+    cfg = _pruned(method, rate, budget_control=True, **floor)
     result = run_training(cfg, tmp_path / "run", dataset=synthetic)
     assert result["params_kept"] == keep_count(result["params_total"], rate)
     assert 0.0 <= result["crisp_fraction"] <= 1.0

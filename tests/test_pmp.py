@@ -1,4 +1,4 @@
-"""PMP (SPEC §4) and the MRMP pieces (SPEC §5): thresholds, quantiles, alignment losses,
+"""PMP and the MRMP pieces (docs/methods.md#pmp, #mrmp): thresholds, quantiles, alignment losses,
 masks at traced / vmapped rates, registry."""
 
 import math
@@ -23,6 +23,7 @@ from gcnprune_jax.pruning.pmp import (
     prior_std,
     threshold,
     wasserstein2,
+    wasserstein2_binned,
 )
 from gcnprune_jax.pruning.shared import band_stop
 
@@ -114,6 +115,30 @@ def test_wasserstein2_is_zero_exactly_at_the_quantiles(prior):
         g = grad(latent, prior, s)
         assert g.shape == latent.shape and bool(jnp.all(jnp.isfinite(g)))
         assert float(jnp.sum(jnp.abs(g))) > 0
+
+
+@pytest.mark.parametrize("prior", PRIORS)
+def test_binned_wasserstein_agrees_with_the_sorted_one(prior):
+    """Ranks from a histogram: within the histogram's resolution, on a few entries and on a
+    million (ranks counted on a strided sample)."""
+    s = prior_scale(prior, 0.05)
+    value_and_grad = jax.jit(jax.value_and_grad(wasserstein2), static_argnums=1)
+    binned = jax.jit(jax.value_and_grad(wasserstein2_binned), static_argnums=1)
+    rng = np.random.default_rng(5)
+    small = jnp.asarray(rng.normal(0.01, 0.07, (9, 7)), jnp.float32)
+    v_sort, g_sort = value_and_grad(small, prior, s)
+    v_bin, g_bin = binned(small, prior, s)
+    np.testing.assert_allclose(v_bin, v_sort, rtol=1e-3)
+    assert float(jnp.linalg.norm(g_bin - g_sort) / jnp.linalg.norm(g_sort)) < 1e-2
+    heavy = rng.standard_t(4, 1_000_000) * 0.06 + 0.005  # wider tails than any prior
+    large = jnp.asarray(heavy, jnp.float32)
+    v_sort, g_sort = value_and_grad(large, prior, s)
+    v_bin, g_bin = binned(large, prior, s)
+    assert float(v_bin) == pytest.approx(float(v_sort), rel=2e-2)
+    assert float(jnp.linalg.norm(g_bin - g_sort) / jnp.linalg.norm(g_sort)) < 5e-2
+    # at the prior's own quantiles the binned loss is (nearly) zero, like the exact one
+    q = prior_quantiles(prior, s, 4096)
+    assert float(binned(jnp.asarray(rng.permutation(np.asarray(q))), prior, s)[0]) < 1e-3
 
 
 @pytest.mark.parametrize("prior", PRIORS)

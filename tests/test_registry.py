@@ -210,3 +210,10 @@ def test_convolution_kernels_are_pruned_by_output_filter():
     assert sorted(per_filter.tolist()) == [0, 0, 0, 18, 18, 18]
     with pytest.raises(ValueError, match="convolution kernel"):
         shared.as_gio(jnp.ones(5))
+
+
+def test_selecting_a_leaf_without_a_gio_view_names_its_path():
+    with pytest.raises(ConfigError, match=r"b_in with shapes \(16,\)"):
+        api.prunable_leaves(mlp_params(), lambda path, leaf: True)
+    with pytest.raises(ConfigError, match="b_in"):
+        api.get("ctf", select=lambda path, leaf: True).init(mlp_params(), jax.random.PRNGKey(0))

@@ -115,7 +115,16 @@ def prunable_leaves(params: Params, select: Select | None = None) -> dict[str, j
     """
     select = is_prunable if select is None else select
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
-    return {path_name(path): leaf for path, leaf in flat if select(path, leaf)}
+    chosen = {path_name(path): leaf for path, leaf in flat if select(path, leaf)}
+    flat_leaves = [name for name, leaf in chosen.items() if jnp.ndim(leaf) < 2]
+    if flat_leaves:
+        raise ConfigError(
+            "select() chose leaves a method cannot prune (it needs a kernel of 2 or more "
+            f"dimensions, viewed as (G, I, O)): {', '.join(flat_leaves[:8])} with shapes "
+            + ", ".join(str(jnp.shape(chosen[n])) for n in flat_leaves[:8])
+            + "; exclude them, e.g. select=lambda path, leaf: leaf.ndim >= 2"
+        )
+    return chosen
 
 
 def _flat(params: Any) -> list[tuple[Any, Any]]:

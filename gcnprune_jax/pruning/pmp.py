@@ -49,10 +49,17 @@ from gcnprune_jax.pruning.api import (
     prunable_leaves,
     register,
 )
-from gcnprune_jax.pruning.shared import anneal, band_stop, held_anneal, ramp_rate
+from gcnprune_jax.pruning.shared import (
+    anneal,
+    band_stop,
+    budget_control_term,
+    held_anneal,
+    ramp_rate,
+    threshold_factor,
+)
 
 PRIORS = ("gaussian", "laplace", "uniform")
-ALIGNMENTS = ("wasserstein", "kl")
+ALIGNMENTS = ("wasserstein", "kl", "wasserstein_binned")
 PRIOR_SCOPES = ("tensor", "global")
 DEFAULT_RATES = (0.5, 0.7, 0.9, 0.95, 0.98, 0.99)
 
@@ -156,6 +163,56 @@ def wasserstein2(latent: ArrayLike, prior: str, scale: ArrayLike) -> jax.Array:
     return jnp.mean(jnp.square(jnp.sort(flat / std) - quantiles))
 
 
+def wasserstein2_binned(
+    latent: ArrayLike, prior: str, scale: ArrayLike, bins: int = 4096, sample: int = 1 << 17
+) -> jax.Array:
+    """W2² between the entries of `latent` and the prior, with ranks read from a histogram
+    instead of a sort: the same value and gradient as `wasserstein2` up to the histogram's
+    resolution, at a small part of its cost (docs/methods.md#pmp, "binned alignment").
+
+    Exact W2² = mean_k (z_(k) − q_k)², whose gradient moves each entry z towards the prior's
+    quantile at its own rank. Here each entry's rank is its bin's count of smaller entries plus
+    its position inside the bin (linear), from a histogram of `bins` equal bins over
+    [−max|z|, max|z|] (counted on at most `sample` evenly strided entries, scaled to n); its
+    target q is the prior's quantile at that rank, computed on the smaller tail so both tails
+    keep float32 precision, and held constant (`stop_gradient`). Returns mean((z − q)²) with
+    z = Ŵ/σ. On 5 × 10⁶ Gaussian entries: value within 3e-5 relative of the sort's, gradient
+    within 4e-4, 17x faster on CPU (value and gradient).
+    """
+    flat = jnp.ravel(jnp.asarray(latent, jnp.float32))
+    n = flat.size
+    z = flat / prior_std(prior, scale)
+    unit = jnp.float32(1.0 / _STD_PER_SCALE[prior])
+    fixed = jax.lax.stop_gradient(z)
+    top = jnp.max(jnp.abs(fixed)) * (1.0 + 1e-6) + 1e-12
+
+    def bucket(v: jax.Array) -> tuple[jax.Array, jax.Array]:
+        u = (v + top) / (2.0 * top) * bins
+        i = jnp.clip(jnp.floor(u).astype(jnp.int32), 0, bins - 1)
+        return i, jnp.clip(u - i, 0.0, 1.0)
+
+    index, within = bucket(fixed)
+    stride = max(1, n // int(sample))
+    counted = fixed[::stride]
+    counts = jnp.zeros(bins, jnp.float32).at[bucket(counted)[0]].add(1.0)
+    counts = counts * jnp.float32(n / counted.size)
+    below = jnp.cumsum(counts) - counts  # entries in lower bins
+    above = jnp.maximum(n - below - counts, 0.0)  # entries in higher bins
+
+    def quantile(lower_count: jax.Array, upper_count: jax.Array) -> jax.Array:
+        # the prior's quantile at p = (lower + ½)/n, where 1 − p = (upper + ½)/n
+        p_low, p_high = (lower_count + 0.5) / n, (upper_count + 0.5) / n
+        low = _lower_quantiles(prior, jnp.clip(p_low, 0.0, 0.5))
+        high = -_lower_quantiles(prior, jnp.clip(p_high, 0.0, 0.5))
+        return unit * jnp.where(p_low <= p_high, low, high)
+
+    spread = jnp.maximum(counts - 1.0, 0.0)
+    first = quantile(below, jnp.maximum(n - below - 1.0, 0.0))  # smallest entry of each bin
+    last = quantile(below + spread, above)  # largest entry of each bin
+    target = first[index] + within * (last[index] - first[index])
+    return jnp.mean(jnp.square(z - jax.lax.stop_gradient(target)))
+
+
 def _soft_histogram(z: jax.Array, edges: jax.Array, bandwidth: float) -> jax.Array:
     """Mean Gaussian-kernel bin masses of the points z: (len(edges) + 1,), summing to 1.
 
@@ -218,8 +275,17 @@ def _build(
     redraw: bool = False,
     scope: str = "tensor",
     select: Select | None = None,
+    control: bool = False,
+    control_speed: float = 10.0,
 ) -> PruningMethod:
     _check_prior(prior)
+    if control and name == "mrmp":
+        raise ConfigError(
+            "mrmp: the budget controller trains one threshold factor for one rate; MRMP serves "
+            "many rates from one network, so it has none (pruning.budget_control=false)"
+        )
+    if not control_speed > 0:
+        raise ConfigError(f"{name}.control_speed must be > 0, got {control_speed}")
     if scope not in PRIOR_SCOPES:
         raise ConfigError(f"{name}.scope must be one of {PRIOR_SCOPES}, got {scope!r}")
     if alignment not in ALIGNMENTS:
@@ -254,28 +320,48 @@ def _build(
             for path, w in leaves.items()
         }
 
-    def init(latent: Params, key: jax.Array) -> dict[str, jax.Array]:
+    def init(latent: Params, key: jax.Array) -> Any:
         del key  # deterministic: the priors' scales come from the initial weights
-        return init_scales(latent)
+        scales = init_scales(latent)
+        return (scales, {"shift": jnp.zeros((), jnp.float32)}) if control else scales
 
-    def mask(latent: Params, aux: dict[str, jax.Array], ctx: MaskContext) -> Masks:
+    def scales_of(aux: Any) -> tuple[dict[str, jax.Array], ArrayLike]:
+        if control:
+            return aux[0], threshold_factor(aux[1]["shift"], control_speed)
+        return aux, 1.0
+
+    def mask(latent: Params, aux: Any, ctx: MaskContext) -> Masks:
         kappa = held_anneal(ctx.step, ctx.total_steps, kappa_start, kappa_end, warmup)
         # With a warmup the threshold's rate ramps in from 0 (gradual pruning), as CTF's
         # budget target does; at the end of training it is exactly ctx.target_rate.
         rate = ramp_rate(ctx.target_rate, ctx.step, ctx.total_steps, warmup)
+        scales, factor = scales_of(aux)
         masks = {}
         for path, w in prunable_leaves(latent, select).items():
-            a = threshold(prior, aux[path], rate)
+            a = threshold(prior, scales[path], rate) * factor
             masks[path] = band_stop(w, a, kappa * a)
         return masks
 
     def divergence(w: jax.Array, scale: jax.Array) -> jax.Array:
         if alignment == "wasserstein":
             return wasserstein2(w, prior, scale)
+        if alignment == "wasserstein_binned":
+            return wasserstein2_binned(w, prior, scale)
         return kl_histogram(w, prior, scale, bins=bins, bandwidth=bandwidth)
 
-    def penalty(latent: Params, aux: dict[str, jax.Array], ctx: MaskContext, masks: Masks):
-        del masks  # alignment only: no budget term (docs/methods.md#pmp)
+    def penalty(latent: Params, aux: Any, ctx: MaskContext, masks: Masks):
+        # alignment only: no budget term (docs/methods.md#pmp); with the controller, its
+        # zero-valued term that moves the common threshold factor (docs/methods.md, "budget
+        # controller")
+        control_term = jnp.float32(0.0)
+        if control:
+            control_term = budget_control_term(
+                aux[1]["shift"], masks, ctx.target_rate, ctx.step, ctx.total_steps, warmup
+            )
+            aux = aux[0]
+        return control_term + alignment_penalty(latent, aux, ctx)
+
+    def alignment_penalty(latent: Params, aux: dict[str, jax.Array], ctx: MaskContext):
         leaves = prunable_leaves(latent, select)
         if scope == "global" and leaves:
             # one distribution over all entries; x the tensor count, so μ weighs it as the
@@ -318,7 +404,13 @@ def _build(
         return jax.tree_util.tree_map_with_path(redraw, latent)
 
     return PruningMethod(
-        name, init, mask, penalty, prepare=prepare if redraw else None, select=select
+        name,
+        init,
+        mask,
+        penalty,
+        prepare=prepare if redraw else None,
+        trainable_aux=control,
+        select=select,
     )
 
 
@@ -342,7 +434,7 @@ def alignment_weight(
 
 def pmp(
     prior: str = "gaussian",
-    alignment: str = "wasserstein",
+    alignment: str = "wasserstein_binned",
     mu: float = 1.0,
     kappa_start: float = 0.2,
     kappa_end: float = 0.005,
@@ -352,11 +444,14 @@ def pmp(
     mu_end: float | None = 100.0,
     scope: str = "global",
     select: Select | None = None,
+    control: bool = False,
+    control_speed: float = 10.0,
 ) -> PruningMethod:
     """The PMP method of docs/methods.md#pmp.
 
     prior: "gaussian", "laplace" or "uniform", scaled per tensor to the init variance.
-    alignment: "wasserstein" (exact 1-D W2², `wasserstein2`) or "kl" (`kl_histogram`).
+    alignment: "wasserstein" (exact 1-D W2², `wasserstein2`), "wasserstein_binned" (the same
+      with ranks from a histogram, `wasserstein2_binned`) or "kl" (`kl_histogram`).
     mu: weight μ of the alignment loss μ Σ_ℓ D(Ŵ_ℓ, Q_ℓ); D is on the unit-variance scale.
     mu_end: None (constant μ, as reconstructed) or the weight at the end of training, reached by a
       geometric ramp from mu (`alignment_weight`); default 100 (docs/methods.md, PMP).
@@ -371,6 +466,9 @@ def pmp(
       distribution: one threshold a(r) for the network, which allocates the rate across
       tensors by magnitude; docs/methods.md, "PMP allocation").
     select: which leaves are pruned (`api.prunable_leaves`); None = the GCN's rule.
+    control, control_speed: the budget controller (`shared.budget_control_term`, as in CTF):
+      every threshold a(r) is multiplied by a common factor exp(speed · θ), θ trained so that
+      the soft masks keep exactly the target count; aux is then (scales, {"shift": θ}).
 
     aux = {path: s_ℓ, the prior's scale parameter}; masks = {path: band_stop(Ŵ_ℓ, a_ℓ(r),
     κ_t a_ℓ(r))} with r = ctx.target_rate (may be traced or vmapped).
@@ -388,13 +486,15 @@ def pmp(
         mu_end,
         scope=scope,
         select=select,
+        control=control,
+        control_speed=control_speed,
     )
 
 
 def mrmp(
     rates: Sequence[float] = DEFAULT_RATES,
     prior: str = "gaussian",
-    alignment: str = "wasserstein",
+    alignment: str = "wasserstein_binned",
     mu: float = 1.0,
     kappa_start: float = 0.2,
     kappa_end: float = 0.005,

@@ -55,7 +55,7 @@ from gcnprune_jax.pruning.shared import (
     budget_control_term,
     held_anneal,
     ramp_rate,
-    threshold_factor,
+    thresholds_of,
 )
 
 PRIORS = ("gaussian", "laplace", "uniform")
@@ -325,17 +325,12 @@ def _build(
         scales = init_scales(latent)
         return (scales, {"shift": jnp.zeros((), jnp.float32)}) if control else scales
 
-    def scales_of(aux: Any) -> tuple[dict[str, jax.Array], ArrayLike]:
-        if control:
-            return aux[0], threshold_factor(aux[1]["shift"], control_speed)
-        return aux, 1.0
-
     def mask(latent: Params, aux: Any, ctx: MaskContext) -> Masks:
         kappa = held_anneal(ctx.step, ctx.total_steps, kappa_start, kappa_end, warmup)
         # With a warmup the threshold's rate ramps in from 0 (gradual pruning), as CTF's
         # budget target does; at the end of training it is exactly ctx.target_rate.
         rate = ramp_rate(ctx.target_rate, ctx.step, ctx.total_steps, warmup)
-        scales, factor = scales_of(aux)
+        scales, factor = thresholds_of(aux, control, control_speed)
         masks = {}
         for path, w in prunable_leaves(latent, select).items():
             a = threshold(prior, scales[path], rate) * factor

@@ -173,7 +173,9 @@ def test_pmp_soft_rate_lands_on_the_target_without_a_budget(prior):
 
 def test_pmp_mask_is_the_band_stop_at_the_quantile_and_jit_agrees():
     params = prior_params("gaussian")
-    method = pmp(kappa_start=0.2, kappa_end=0.005, scope="tensor", mu_end=None)
+    method = pmp(
+        kappa_start=0.2, kappa_end=0.005, scope="tensor", mu_end=None, alignment="wasserstein"
+    )
     aux = method.init(params, jax.random.PRNGKey(0))
     ctx = ctx_at(step=3, total=10, rate=0.9)
     masks = method.mask(params, aux, ctx)

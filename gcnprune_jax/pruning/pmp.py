@@ -168,7 +168,7 @@ def wasserstein2_binned(
 ) -> jax.Array:
     """W2² between the entries of `latent` and the prior, with ranks read from a histogram
     instead of a sort: the same value and gradient as `wasserstein2` up to the histogram's
-    resolution, at a small part of its cost (docs/methods.md#pmp, "binned alignment").
+    resolution, at a small part of its cost (docs/methods.md#binned-alignment).
 
     Exact W2² = mean_k (z_(k) − q_k)², whose gradient moves each entry z towards the prior's
     quantile at its own rank. Here each entry's rank is its bin's count of smaller entries plus
@@ -279,11 +279,6 @@ def _build(
     control_speed: float = 10.0,
 ) -> PruningMethod:
     _check_prior(prior)
-    if control and name == "mrmp":
-        raise ConfigError(
-            "mrmp: the budget controller trains one threshold factor for one rate; MRMP serves "
-            "many rates from one network, so it has none (pruning.budget_control=false)"
-        )
     if not control_speed > 0:
         raise ConfigError(f"{name}.control_speed must be > 0, got {control_speed}")
     if scope not in PRIOR_SCOPES:

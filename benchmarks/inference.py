@@ -3,7 +3,8 @@
 For every trained run found under --runs (the output tree of experiments/pruning_table.py:
 <runs>/<dataset>/<method>_r<rate>_s<seed>/), times the five paths of `gcnprune_jax.bench`
 (masked dense, compacted dense, BCOO, compacted + BCOO, compacted with per-layer fastest
-layouts) at each batch size on the current backend, fold 1 of each run, and reports the
+layouts; with --onnx also the masked and compacted networks in ONNX Runtime) at each batch
+size on the current backend, fold 1 of each run, and reports the
 measured speedup over the masked dense network next to the FLOP speedup (dense FLOPs / the
 path's FLOPs). Runs unchanged on CPU, GPU and TPU: JAX picks the backend.
 
@@ -82,6 +83,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/inference")
+    parser.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also time the masked and compacted networks in ONNX Runtime (extra `onnx`)",
+    )
     args = parser.parse_args()
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     root = Path(args.runs) / f"{args.dataset}{args.tag}"
@@ -95,7 +101,9 @@ def main() -> None:
             if not (run_dir / "result.json").is_file():
                 missing.append(run_dir.name)
                 continue
-            res = bench_checkpoint(run_dir, batch_sizes=batch_sizes, repeats=args.repeats)
+            res = bench_checkpoint(
+                run_dir, batch_sizes=batch_sizes, repeats=args.repeats, onnx=args.onnx
+            )
             results.append(res)
             big = max(batch_sizes)
             auto = next(r for r in res["rows"] if r["path"] == "compact_auto" and r["batch"] == big)

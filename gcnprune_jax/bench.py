@@ -8,7 +8,12 @@ Paths timed side by side, in one process, on the current JAX backend:
 - `compact_bcoo`: the compacted network with BCOO FC kernels;
 - `compact_auto`: the compacted network with each FC kernel in the layout measured fastest
   for it (`compact.choose_layouts`): what `gcnprune export` writes.
-Speedup = time(masked_dense) / time(path) at the same batch size.
+With `onnx=True` (`gcnprune bench --onnx`, extra `onnx`), also in ONNX Runtime:
+- `onnx_masked`: the masked network (every unit kept, the pruned weights zero) exported to
+  ONNX;
+- `onnx_compact`: the compacted network exported to ONNX (`gcnprune export --format onnx`).
+Speedup = time(masked network) / time(path) at the same batch size, the masked network run
+by the same runtime: `masked_dense` for the JAX paths, `onnx_masked` for the ONNX ones.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from gcnprune_jax.errors import ConfigError
 from gcnprune_jax.pruning.api import apply_masks, prunable_leaves
 
 PATHS = ("masked_dense", "compact_dense", "bcoo", "compact_bcoo", "compact_auto")
+ONNX_PATHS = ("onnx_masked", "onnx_compact")
 
 
 def fold_networks(run: Any, state: Any, folds: Sequence[int] | None = None) -> list[dict]:
@@ -93,7 +99,24 @@ def build_paths(run: Any, latent: dict, masks: dict, x: np.ndarray, batch: int =
     xs = jnp.asarray(x, jnp.float32)
     reference = apply_fn(effective, xs)
     errors = {name: relative_error(fn(p, xs), reference) for name, (fn, p) in paths.items()}
-    return paths, auto, layout_times, errors
+    return paths, auto, layout_times, errors, full
+
+
+def onnx_paths(full: CompactGCN, auto: CompactGCN, adjacency: Any, n_features: int) -> dict:
+    """{path: (fn, None)} of ONNX_PATHS: ONNX Runtime sessions of the masked network (`full`:
+    compacted with nothing removed) and of the compacted one, fn(None, x) -> logits."""
+    import tempfile
+
+    from gcnprune_jax.deploy import _require_onnx, export_onnx, onnx_session
+
+    _require_onnx()
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="gcnprune_onnx_") as work:
+        for name, net in (("onnx_masked", full), ("onnx_compact", auto)):
+            path = export_onnx(net, adjacency, n_features, Path(work) / f"{name}.onnx")
+            session = onnx_session(path)  # reads the files now; the session keeps the weights
+            out[name] = ((lambda _, xb, s=session: s(np.asarray(xb))), None)
+    return out
 
 
 def bench_network(
@@ -103,11 +126,19 @@ def bench_network(
     x: np.ndarray,
     batch_sizes: Sequence[int] = (1, 64, 1024),
     repeats: int = 20,
+    onnx: bool = False,
 ) -> dict[str, Any]:
-    """Latency and throughput of every path at every batch size, with FLOP ratios."""
+    """Latency and throughput of every path at every batch size, with FLOP ratios (and the
+    ONNX Runtime paths with `onnx`)."""
     cfg = run.cfg
     dims = run.model_dims
-    paths, auto, layout_times, errors = build_paths(run, latent, masks, x)
+    paths, auto, layout_times, errors, full = build_paths(run, latent, masks, x)
+    names = PATHS
+    if onnx:
+        extra = onnx_paths(full, auto, np.asarray(run.adjacency), cfg.features.n_features)
+        reference = paths["masked_dense"][0](paths["masked_dense"][1], jnp.asarray(x))
+        errors.update({n: relative_error(fn(p, x), reference) for n, (fn, p) in extra.items()})
+        paths, names = {**paths, **extra}, PATHS + ONNX_PATHS
     dense = dense_flops(cfg.model, **dims)
     flops = {
         "dense": dense,
@@ -128,14 +159,15 @@ def bench_network(
         times = {
             name: time_call(fn, p, xb, repeats=repeats) for name, (fn, p) in batch_paths.items()
         }
-        for name in PATHS:
+        for name in names:
+            masked = "onnx_masked" if name in ONNX_PATHS else "masked_dense"
             rows.append(
                 {
                     "path": name,
                     "batch": batch,
                     "latency_s": times[name],
                     "throughput_per_s": batch / times[name],
-                    "speedup": times["masked_dense"] / times[name],
+                    "speedup": times[masked] / times[name],
                 }
             )
     # where the time goes: each stage of the compacted network run alone (jitted) on the
@@ -183,17 +215,21 @@ def export_run(
     *,
     data_dir: str | None = None,
     batch: int = 64,
+    formats: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """`gcnprune export`: the compacted network of every fold of a saved run, checked against
     the masked network on the fold's real test inputs, each FC kernel in its fastest layout
-    at `batch`, written to out/ (one fold) or out/fold<k>/ (SBU's five)."""
+    at `batch`, written to out/ (one fold) or out/fold<k>/ (SBU's five); with `formats`
+    (`deploy.FORMATS`) also as portable files, each checked on the same inputs."""
+    from gcnprune_jax.deploy import parse_formats, write_portable
     from gcnprune_jax.runner import load_checkpoint
 
+    formats = parse_formats(formats)
     run, state, _ = load_checkpoint(checkpoint, data_dir=data_dir)
     nets = fold_networks(run, state)
     infos = []
     for net in nets:
-        _, auto, layout_times, errors = build_paths(
+        _, auto, layout_times, errors, _ = build_paths(
             run, net["latent"], net["masks"], net["x"], batch
         )
         worst = max(errors.values())
@@ -220,6 +256,10 @@ def export_run(
             "backend": jax.default_backend(),
         }
         target = Path(out) if len(nets) == 1 else Path(out) / f"fold{net['fold']}"
+        if formats:
+            info["portable"] = write_portable(
+                auto, np.asarray(run.adjacency), net["x"], target, formats
+            )
         save_compact(target, auto, np.asarray(run.adjacency), info)
         infos.append({**info, "directory": str(target)})
     return infos
@@ -232,6 +272,7 @@ def bench_checkpoint(
     batch_sizes: Sequence[int] = (1, 64, 1024),
     fold: int = 0,
     repeats: int = 20,
+    onnx: bool = False,
 ) -> dict[str, Any]:
     """`gcnprune bench --checkpoint`: every path of one fold (index `fold`) of a saved run."""
     from gcnprune_jax.runner import load_checkpoint
@@ -240,7 +281,9 @@ def bench_checkpoint(
     if not 0 <= fold < len(run.cfg.folds):
         raise ConfigError(f"--fold index {fold} out of range for {len(run.cfg.folds)} folds")
     net = fold_networks(run, state, [fold])[0]
-    result = bench_network(run, net["latent"], net["masks"], net["x"], batch_sizes, repeats)
+    result = bench_network(
+        run, net["latent"], net["masks"], net["x"], batch_sizes, repeats, onnx=onnx
+    )
     return {
         "dataset": run.cfg.dataset,
         "method": run.cfg.method,
@@ -257,6 +300,7 @@ def bench_untrained(
     data_dir: str | None = None,
     batch_sizes: Sequence[int] = (1, 64, 1024),
     repeats: int = 20,
+    onnx: bool = False,
 ) -> dict[str, Any]:
     """`gcnprune bench --method M --rate R`: a baseline's mask chosen on the initial weights
     (magnitude, structured or random; the learned methods need a trained --checkpoint).
@@ -281,7 +325,7 @@ def bench_untrained(
     masks = {n: np.asarray(m) > 0.5 for n, m in masks.items()}
     test_w = np.asarray(run.data.test.w[0]) > 0
     x = np.asarray(run.data.test.x[0])[test_w]
-    result = bench_network(run, latent, masks, x, batch_sizes, repeats)
+    result = bench_network(run, latent, masks, x, batch_sizes, repeats, onnx=onnx)
     return {
         "dataset": cfg.dataset,
         "method": cfg.method,
@@ -305,7 +349,7 @@ def markdown_rows(results: Sequence[dict[str, Any]]) -> list[str]:
                 res["flop_ratio_unstructured"]
                 if row["path"] in ("bcoo", "compact_bcoo")
                 else res["flop_ratio_compact"]
-                if row["path"] != "masked_dense"
+                if row["path"] not in ("masked_dense", "onnx_masked")
                 else 1.0
             )
             lines.append(

@@ -456,7 +456,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from gcnprune_jax.bench import export_run
 
     out = args.out or str(_run_path(args.checkpoint) / "compact")
-    infos = export_run(args.checkpoint, out, data_dir=args.data_dir, batch=args.batch)
+    infos = export_run(
+        args.checkpoint, out, data_dir=args.data_dir, batch=args.batch, formats=args.format
+    )
     for info in infos:
         print(
             f"fold {info['fold']}: FLOPs "
@@ -466,6 +468,12 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"{info['max_relative_error']:.1e}, layouts chosen at batch {info['layout_batch']} "
             f"on {info['backend']}; wrote {info['directory']}"
         )
+        for fmt, item in info.get("portable", {}).items():
+            print(
+                f"fold {info['fold']}: {fmt} {info['directory']}/{item['file']} "
+                f"({item['bytes']} bytes), max relative error {item['max_relative_error']:.1e} "
+                "on the test inputs"
+            )
     return 0
 
 
@@ -481,12 +489,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from gcnprune_jax.bench import bench_checkpoint, bench_untrained, markdown_rows
 
+    if args.onnx:
+        from gcnprune_jax.deploy import parse_formats
+
+        parse_formats("onnx")  # without jax2onnx / onnxruntime: exit 2 before any work
     if args.checkpoint:
         result = bench_checkpoint(
             args.checkpoint,
             data_dir=args.data_dir,
             batch_sizes=args.batch_sizes,
             repeats=args.repeats,
+            onnx=args.onnx,
         )
         default_out = _run_path(args.checkpoint) / "bench"
     else:
@@ -495,7 +508,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         cfg = config_from_args(args)
         _check_data_dir(args)
         result = bench_untrained(
-            cfg, data_dir=args.data_dir, batch_sizes=args.batch_sizes, repeats=args.repeats
+            cfg,
+            data_dir=args.data_dir,
+            batch_sizes=args.batch_sizes,
+            repeats=args.repeats,
+            onnx=args.onnx,
         )
         default_out = Path(f"runs/bench_{cfg.dataset}_{cfg.method}_r{cfg.target_rate:g}")
     out = Path(args.out) if args.out else default_out
@@ -562,6 +579,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=64,
         help="batch size at which each layer's fastest layout is measured (default: %(default)s)",
     )
+    ex.add_argument(
+        "--format",
+        default="",
+        help="also write portable files of the compacted network, comma-separated: stablehlo "
+        "(model.stablehlo, jax.export), onnx (model.onnx; needs the extra "
+        "gcnprune-jax[onnx]); each is checked against the JAX logits on the test inputs",
+    )
     ex.set_defaults(func=cmd_export)
     be = sub.add_parser(
         "bench", help="time masked, compacted and sparse inference of a pruned network"
@@ -580,6 +604,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-sizes", type=_int_list, default=[1, 64, 1024], help="default: 1,64,1024"
     )
     be.add_argument("--repeats", type=int, default=20, help="timing samples per measurement")
+    be.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also time the masked and the compacted network in ONNX Runtime (needs the extra "
+        "gcnprune-jax[onnx])",
+    )
     be.add_argument("--out", help="default: <checkpoint>/bench")
     be.set_defaults(func=cmd_bench, fold="all", seed=0, data_seed=0)
     return parser

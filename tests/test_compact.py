@@ -22,7 +22,7 @@ from gcnprune_jax.compact import (
 )
 from gcnprune_jax.costs import dense_flops, flops_structured
 from gcnprune_jax.models.gcn import GCNConfig, build_gcn, prunable_parameters
-from gcnprune_jax.pruning.api import apply_masks
+from gcnprune_jax.pruning.api import apply_masks, prunable_leaves
 
 V, F, K = 6, 5, 4
 
@@ -143,8 +143,6 @@ def test_compaction_is_exact_on_real_sbu_inputs(sbu_run):
     run = sbu_run
     latent = jax.tree.map(lambda a: np.asarray(a[0]), run.initial_state.latent)
     x = jnp.asarray(run.data.test.x[0][np.asarray(run.data.test.w[0]) > 0])
-    from gcnprune_jax.pruning.api import prunable_leaves
-
     leaves = {n: np.asarray(w) for n, w in prunable_leaves(latent).items()}
     rng = np.random.default_rng(0)
     for structure in ("column", "row", "random"):
@@ -174,10 +172,16 @@ def test_export_and_bench_commands(tmp_path):
     out = tmp_path / "run"
     args = ["--method", "structured", "--rate", "0.7", "--epochs", "4", "--chunk-epochs", "2"]
     gcnprune("prune", *args, *TINY, "--out", str(out), check=True)
-    proc = gcnprune("export", "--checkpoint", str(out), "--batch", "8", check=True)
-    assert "max relative error" in proc.stdout
+    proc = gcnprune(
+        "export", "--checkpoint", str(out), "--batch", "8", "--format", "stablehlo", check=True
+    )
+    assert "max relative error" in proc.stdout and "model.stablehlo" in proc.stdout
     meta = json.loads((out / "compact" / "compact.json").read_text())
     assert meta["method"] == "structured" and meta["max_relative_error"] < 1e-5
+    assert meta["portable"]["stablehlo"]["max_relative_error"] <= 1e-5
+    assert (out / "compact" / "model.stablehlo").stat().st_size == meta["portable"]["stablehlo"][
+        "bytes"
+    ]
     assert meta["flops_compact"] < meta["flops_dense"]
     assert meta["flops_compact"] == meta["flops_structured"]
     assert set(meta["shapes"]) >= {"fc0/kernel", "classifier/kernel", "block0/proj0"}
@@ -202,6 +206,12 @@ def test_export_and_bench_commands(tmp_path):
     x = jnp.asarray(run.data.test.x[0][:16])
     reference = _masked_logits(run.apply_fn, latent, masks, x)
     assert _relative(apply_compact(net.spec, net.params, x, adjacency), reference) < 1e-5
+    # the portable file runs without gcnprune's code, at any batch size
+    from gcnprune_jax.deploy import load_stablehlo
+
+    portable = load_stablehlo(out / "compact" / "model.stablehlo")
+    assert _relative(portable(x), reference) < 1e-5
+    assert _relative(portable(x[:3]), reference[:3]) < 1e-5
 
     proc = gcnprune(
         "bench", "--checkpoint", str(out), "--batch-sizes", "1,8", "--repeats", "1", check=True
@@ -218,3 +228,48 @@ def test_export_and_bench_commands(tmp_path):
     assert bad.returncode == 2 and "--checkpoint" in bad.stderr
     missing = gcnprune("export", "--checkpoint", str(tmp_path / "nothing"))
     assert missing.returncode == 2 and "no such directory" in missing.stderr
+    unknown = gcnprune("export", "--checkpoint", str(out), "--format", "stablehlo,tflite")
+    assert unknown.returncode == 2 and "'tflite'" in unknown.stderr and "onnx" in unknown.stderr
+
+
+def test_onnx_without_its_extra_is_a_clear_error(monkeypatch):
+    import sys
+
+    from gcnprune_jax.deploy import parse_formats
+    from gcnprune_jax.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "jax2onnx", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"gcnprune-jax\[onnx\]"):
+        parse_formats("stablehlo,onnx")
+    assert parse_formats("stablehlo, stablehlo") == ("stablehlo",)
+
+
+def test_portable_exports_match_jax_on_real_sbu_inputs(sbu_run, tmp_path):
+    """StableHLO (always) and ONNX (where the extra `onnx` is installed): the exported file,
+    read back and run by its runtime on real SBU test inputs, gives the masked network's
+    logits within 1e-5."""
+    from gcnprune_jax.deploy import LOADERS, write_portable
+
+    run = sbu_run
+    latent = jax.tree.map(lambda a: np.asarray(a[0]), run.initial_state.latent)
+    x = np.asarray(run.data.test.x[0][np.asarray(run.data.test.w[0]) > 0])
+    leaves = {n: np.asarray(w) for n, w in prunable_leaves(latent).items()}
+    options = run.cfg.pruning.__class__(structure="column")
+    selected = run.baseline.select(leaves, 0.9, key=jax.random.key(0), grads=None, options=options)
+    masks = {n: np.asarray(m) > 0.5 for n, m in selected.items()}
+    reference = _masked_logits(run.apply_fn, latent, masks, x)
+    net = compact(latent, masks, run.cfg.model, adjacency=np.asarray(run.adjacency))
+    formats = ["stablehlo"]
+    try:
+        import jax2onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+
+        formats.append("onnx")
+    except ImportError:
+        pass  # the extra is optional; StableHLO is still checked
+    info = write_portable(net, np.asarray(run.adjacency), x, tmp_path, formats)
+    assert set(info) == set(formats)
+    for fmt in formats:
+        logits = LOADERS[fmt](tmp_path / info[fmt]["file"])(x)
+        assert _relative(logits, reference) < 1e-5, fmt
+        assert np.asarray(logits).shape == (len(x), reference.shape[1]), fmt

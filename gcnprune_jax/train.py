@@ -263,6 +263,9 @@ class Trainer:
 
     `train_chunk(state, data, n_epochs)` runs `n_epochs` epochs for all folds at once: the
     fold axis is `vmap`ped, epochs are a `lax.scan`. It is compiled once per chunk length.
+    With `fold_axis=False` the state and data are one split's, with no leading fold axis
+    (`data` a `FoldData` or the training `Split`), and `evaluate(state, split)` too: the
+    form for a model of one's own (`gcnprune_jax.fit.prune`).
     """
 
     def __init__(
@@ -272,8 +275,10 @@ class Trainer:
         objective: Objective = DENSE,
         *,
         n_train: int,
+        fold_axis: bool = True,
     ) -> None:
         self.apply_fn = apply_fn
+        self.fold_axis = fold_axis
         self.cfg = cfg
         self.objective = objective
         self.n_train = n_train
@@ -283,7 +288,7 @@ class Trainer:
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.optimizer = make_optimizer(cfg, self.total_steps)
         self.train_chunk = jax.jit(self._train_chunk, static_argnums=2)
-        self.evaluate = jax.jit(jax.vmap(self._evaluate))
+        self.evaluate = jax.jit(jax.vmap(self._evaluate) if fold_axis else self._evaluate)
         self.trace_count = 0
 
     def init_state(self, latent: Params, aux: Any, key: jax.Array) -> TrainState:
@@ -359,10 +364,11 @@ class Trainer:
         # Counted at trace time only: tests use it to check one compilation per configuration.
         self.trace_count += 1
 
-        def one_fold(s: TrainState, d: FoldData):
-            return jax.lax.scan(lambda st, _: self._epoch(st, d.train), s, None, length=n_epochs)
+        def one_fold(s: TrainState, d: FoldData | Split):
+            train = d.train if isinstance(d, FoldData) else d
+            return jax.lax.scan(lambda st, _: self._epoch(st, train), s, None, length=n_epochs)
 
-        return jax.vmap(one_fold)(state, data)
+        return jax.vmap(one_fold)(state, data) if self.fold_axis else one_fold(state, data)
 
     def _evaluate(self, state: TrainState, split: Split) -> dict[str, jax.Array]:
         effective = self.objective.transform(state.latent, state.aux, self._context(state.step))

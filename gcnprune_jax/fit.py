@@ -1,0 +1,247 @@
+"""Prune a model of your own: any `apply(params, x) -> logits`, any registered method, the
+project's compiled train step (`train.Trainer`), no `Run` and no fold axis.
+
+    from gcnprune_jax import fit
+    pruned = fit.prune(apply, params, "ctf", 0.95, (x, y), select=select, epochs=300)
+    logits = apply(pruned.params, x_test)        # the pruned network, crisp masks applied
+    pruned.save_masks("masks.npz")               # {leaf path: bool mask}, exactly the rate
+
+The schedule follows the method's (`PruningMethod.schedule`), as `gcnprune prune` trains it:
+- `soft` (ctf, ssp, tcmp, pmp, your own learned method): soft masks for the first
+  `1 − finetune` of the epochs (the method's temperature and budget schedules span that
+  phase), the method's exact export at exactly the target rate, then fine-tuning with the
+  crisp masks fixed for the rest;
+- `prune_then_finetune` (magnitude, structured): dense training for `prune_at` of the epochs,
+  the crisp masks selected from the trained weights, fine-tuning with them fixed;
+- `sparse_from_init` (random): the masks chosen at initialization, fixed throughout;
+- `dense`: no pruning.
+MRMP (one training for several rates) is trained by `gcnprune prune --method mrmp`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gcnprune_jax.errors import ConfigError
+from gcnprune_jax.pruning import api
+from gcnprune_jax.pruning.baselines import fixed
+from gcnprune_jax.pruning.shared import exact_export
+from gcnprune_jax.train import Context, Split, TrainConfig, Trainer, TrainState
+
+Params = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Pruned:
+    """What `prune` returns.
+
+    params: the pruned network's parameters, `latent` with the crisp masks applied (run it
+      with your `apply`); latent: the trained latent parameters; masks: {leaf path: bool
+      array}, exactly `target_rate` of the selected entries pruned; realized_rate;
+      soft_rate, rounding_changed, crisp_fraction: how far the soft masks were from the
+      export (learned methods; None otherwise); export_epoch: the epoch at which the masks
+      were fixed (None: dense); history: per chunk of epochs, the mean training `loss`, `ce`,
+      `penalty`, `train_accuracy` and, with `val`, `val_accuracy` of the network as it
+      trains (soft masks before the export)."""
+
+    params: Params
+    latent: Params
+    masks: dict[str, np.ndarray]
+    target_rate: float
+    realized_rate: float
+    soft_rate: float | None
+    rounding_changed: int | None
+    crisp_fraction: float | None
+    export_epoch: int | None
+    history: list[dict[str, float]]
+
+    def save_masks(self, path: str | Path) -> Path:
+        """Write the crisp masks as `masks.npz` does (one bool array per leaf path)."""
+        path = Path(path)
+        np.savez_compressed(path, **self.masks)
+        return path
+
+
+def _split(data: Sequence[Any], what: str) -> Split:
+    if not isinstance(data, (tuple, list)) or len(data) not in (2, 3):
+        raise ConfigError(f"{what}: give (x, y) or (x, y, w) arrays, got {type(data).__name__}")
+    x, y = jnp.asarray(data[0], jnp.float32), jnp.asarray(data[1], jnp.int32)
+    w = jnp.ones(y.shape, jnp.float32) if len(data) == 2 else jnp.asarray(data[2], jnp.float32)
+    if y.ndim != 1 or x.shape[0] != y.shape[0] or w.shape != y.shape:
+        raise ConfigError(
+            f"{what}: x has {x.shape[0] if x.ndim else 0} samples, y shape {y.shape}, w shape "
+            f"{w.shape}; expected x (N, ...), y (N,) integer labels, w (N,)"
+        )
+    return Split(x, y, w)
+
+
+def prune(
+    apply: Callable[[Params, jax.Array], jax.Array],
+    params: Params,
+    method: str | api.PruningMethod,
+    target_rate: float,
+    train: Sequence[Any],
+    *,
+    val: Sequence[Any] | None = None,
+    epochs: int = 300,
+    train_config: TrainConfig | None = None,
+    finetune: float | None = None,
+    prune_at: float = 0.5,
+    seed: int = 0,
+    select: api.Select | None = None,
+    **hyper: Any,
+) -> Pruned:
+    """Train `params` for `apply` on `train` = (x, y) or (x, y, w) with `method` at
+    `target_rate`, export crisp masks at exactly that rate and fine-tune (module docstring).
+
+    method: a registered name (`api.names()`; built with `api.get(name, select=select,
+      **hyper)`) or a `PruningMethod` (then `select` and `hyper` must not be given).
+    train_config: optimizer settings (`train.TrainConfig`; its `epochs` is replaced by
+      `epochs`); default: Adam at 1e-3, full batch, the adaptive learning-rate rule.
+    finetune: soft methods' fraction of the epochs spent fine-tuning with the crisp masks
+      fixed; default: the method's (`config.method_defaults`, e.g. 0.5 for PMP), else 0.
+    prune_at: magnitude / structured: the fraction of the epochs trained dense before the
+      masks are selected.
+    The apply function is called as `apply(params, x)` inside the compiled step (no dropout
+      key: a model with dropout should take it from its own state). Same inputs and seed,
+      same machine: the same result, bit for bit.
+    """
+    from gcnprune_jax.config import method_defaults
+    from gcnprune_jax.runner import crisp_fraction
+
+    if isinstance(method, str):
+        name = method
+        if name == "tcmp" and select is not None:
+            raise ConfigError(
+                "prune: TCMP's consistency reads the layer chain of this project's GCN, so it "
+                "cannot prune another model yet; use ctf, ssp, pmp or a baseline"
+            )
+        method = api.get(name, **({"select": select} if select is not None else {}), **hyper)
+        default_finetune = method_defaults(name).get("finetune", 0.0)
+    else:
+        if select is not None or hyper:
+            raise ConfigError(
+                "prune: select and method options go to api.get; a PruningMethod given as "
+                "`method` carries its own"
+            )
+        default_finetune = 0.0
+    if method.name == "mrmp":
+        raise ConfigError("prune: MRMP trains several rates at once; use gcnprune prune")
+    if not 0.0 <= float(target_rate) < 1.0:
+        raise ConfigError(f"prune: target_rate must be in [0, 1), got {target_rate}")
+    finetune = default_finetune if finetune is None else float(finetune)
+    if not 0.0 <= finetune < 1.0 or not 0.0 < prune_at < 1.0:
+        raise ConfigError(
+            f"prune: finetune must be in [0, 1) and prune_at in (0, 1), got {finetune}, {prune_at}"
+        )
+    if epochs < 2 and method.schedule != "dense":
+        raise ConfigError(f"prune: epochs={epochs}; pruning with fine-tuning needs at least 2")
+    train_split = _split(train, "train")
+    val_split = None if val is None else _split(val, "val")
+    leaves = api.prunable_leaves(params, method.select)
+    if not leaves:
+        raise ConfigError(
+            "prune: no leaf of params is selected for pruning; pass select=(path, leaf) -> bool "
+            "(docs/api.md#pruning-a-model-of-your-own)"
+        )
+
+    cfg = dataclasses.replace(train_config or TrainConfig(), epochs=epochs)
+    export_epoch = {
+        "soft": epochs - round(finetune * epochs),
+        "prune_then_finetune": round(prune_at * epochs),
+        "sparse_from_init": 0,
+        "dense": epochs,
+    }[method.schedule]
+    export_epoch = min(max(export_epoch, 0 if method.schedule != "soft" else 1), epochs)
+
+    def apply3(p: Params, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        del key
+        return apply(p, x)
+
+    n_train = int(train_split.y.shape[0])
+    init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
+    latent = params
+    if method.prepare is not None:
+        latent = method.prepare(latent, jax.random.fold_in(init_key, 2))
+    soft_cfg = dataclasses.replace(cfg, epochs=max(export_epoch, 1))
+    first = Trainer(
+        apply3,
+        soft_cfg if method.schedule == "soft" else cfg,
+        api.to_objective(method, target_rate),
+        n_train=n_train,
+        fold_axis=False,
+    )
+    fixed_method = fixed(method.select)
+    second = Trainer(
+        apply3, cfg, api.to_objective(fixed_method, 0.0), n_train=n_train, fold_axis=False
+    )
+    state = first.init_state(
+        latent, method.init(latent, jax.random.fold_in(init_key, 1)), train_key
+    )
+    history: list[dict[str, float]] = []
+
+    def run(trainer: Trainer, state: TrainState, start: int, stop: int) -> TrainState:
+        epoch = start
+        while epoch < stop:
+            n = min(cfg.chunk_epochs, stop - epoch)
+            state, metrics = trainer.train_chunk(state, train_split, n)
+            epoch += n
+            record = {"epoch": epoch, **{k: float(np.mean(v)) for k, v in metrics.items()}}
+            if val_split is not None:
+                record["val_accuracy"] = float(trainer.evaluate(state, val_split)["accuracy"])
+            history.append(record)
+        return state
+
+    state = run(first, state, 0, export_epoch)
+    soft_rate = rounding = crisp = None
+    if method.schedule == "dense":
+        masks = {n: np.ones(np.shape(w), bool) for n, w in leaves.items()}
+        result_latent = state.latent
+    else:
+        latent_now = state.latent
+        ctx = api.MaskContext.from_train(
+            Context(step=state.step, total_steps=jnp.asarray(first.total_steps)), target_rate
+        )
+        soft = jax.device_get(method.mask(latent_now, state.aux, ctx))
+        current = {
+            n: np.asarray(w) for n, w in api.prunable_leaves(latent_now, method.select).items()
+        }
+        export_fn = method.export or exact_export
+        extra = {}
+        if method.trainable_aux and method.export is not None:
+            extra["aux"] = jax.device_get(state.aux)
+        exported = export_fn(soft, current, target_rate, **extra)
+        masks = {n: np.asarray(m, bool) for n, m in exported.masks.items()}
+        if method.schedule == "soft":
+            soft_rate = float(exported.soft_rate)
+            rounding = int(exported.rounding_changed)
+            crisp = crisp_fraction(soft)
+        fixed_masks = {n: jnp.asarray(m, jnp.float32) for n, m in masks.items()}
+        state = TrainState(
+            latent_now, second.optimizer.init(latent_now), fixed_masks, state.step, state.key
+        )
+        state = run(second, state, export_epoch, epochs)
+        result_latent = state.latent
+    kept = sum(int(m.sum()) for m in masks.values())
+    total = sum(int(m.size) for m in masks.values())
+    return Pruned(
+        params=api.apply_masks(
+            result_latent, {n: jnp.asarray(m, jnp.float32) for n, m in masks.items()}, method.select
+        ),
+        latent=result_latent,
+        masks=masks,
+        target_rate=float(target_rate),
+        realized_rate=1.0 - kept / total,
+        soft_rate=soft_rate,
+        rounding_changed=rounding,
+        crisp_fraction=crisp,
+        export_epoch=None if method.schedule == "dense" else export_epoch,
+        history=history,
+    )

@@ -1,0 +1,148 @@
+"""`fit.prune`: any method on a model of one's own through the compiled train step, with no
+Run and no fold axis; the crisp masks at exactly the target rate."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gcnprune_jax import fit
+from gcnprune_jax.errors import ConfigError
+from gcnprune_jax.pruning import api
+from gcnprune_jax.pruning.shared import keep_count
+from gcnprune_jax.train import Split, TrainConfig, Trainer, params_digest, stack_trees
+
+
+def _data(n=240, features=12, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(classes, features))
+    y = rng.integers(0, classes, n)
+    x = (centers[y] + 0.7 * rng.normal(size=(n, features))).astype(np.float32)
+    return x, y
+
+
+def _mlp(features=12, hidden=32, classes=3):
+    k0, k1, k2 = jax.random.split(jax.random.PRNGKey(0), 3)
+    params = {
+        "layers": [
+            {
+                "kernel": jax.random.normal(k0, (features, hidden)) / features**0.5,
+                "bias": jnp.zeros(hidden),
+            },
+            {
+                "kernel": jax.random.normal(k1, (hidden, hidden)) / hidden**0.5,
+                "bias": jnp.zeros(hidden),
+            },
+        ],
+        "head": {
+            "kernel": jax.random.normal(k2, (hidden, classes)) / hidden**0.5,
+            "bias": jnp.zeros(classes),
+        },
+    }
+
+    def apply(p, x):
+        for layer in p["layers"]:
+            x = jax.nn.relu(x @ layer["kernel"] + layer["bias"])
+        return x @ p["head"]["kernel"] + p["head"]["bias"]
+
+    return apply, params
+
+
+def _select(path, leaf):
+    return leaf.ndim >= 2
+
+
+@pytest.mark.parametrize(
+    ("method", "export_epoch"),
+    [("pmp", 10), ("magnitude", 10), ("random", 0), ("dense", None)],
+)
+def test_every_schedule_exports_exactly_the_rate_on_a_users_mlp(method, export_epoch):
+    apply, params = _mlp()
+    x, y = _data()
+    rate = 0.8
+    pruned = fit.prune(
+        apply,
+        params,
+        method,
+        rate,
+        (x[:180], y[:180]),
+        val=(x[180:], y[180:]),
+        epochs=20,
+        train_config=TrainConfig(chunk_epochs=10),
+        select=_select,
+    )
+    leaves = api.prunable_leaves(params, _select)
+    assert set(pruned.masks) == set(leaves) == {"layers/0/kernel", "layers/1/kernel", "head/kernel"}
+    kept = sum(int(m.sum()) for m in pruned.masks.values())
+    total = sum(m.size for m in pruned.masks.values())
+    if method == "dense":
+        assert kept == total and pruned.realized_rate == 0.0
+    else:
+        assert kept == keep_count(total, rate)
+    assert pruned.export_epoch == export_epoch
+    # the pruned params are the latent ones where kept, 0 where pruned; other leaves untouched
+    for name, mask in pruned.masks.items():
+        w = np.asarray(api.prunable_leaves(pruned.params, _select)[name])
+        latent = np.asarray(api.prunable_leaves(pruned.latent, _select)[name])
+        np.testing.assert_array_equal(w, np.where(mask, latent, 0.0))
+    np.testing.assert_array_equal(pruned.params["head"]["bias"], pruned.latent["head"]["bias"])
+    assert [r["epoch"] for r in pruned.history] == [10, 20]
+    assert all(0.0 <= r["val_accuracy"] <= 1.0 for r in pruned.history)
+    if method == "pmp":  # learned: how far the soft masks were from the export
+        assert 0.0 <= pruned.soft_rate <= 1.0 and pruned.rounding_changed >= 0
+        assert 0.0 <= pruned.crisp_fraction <= 1.0
+    logits = apply(pruned.params, jnp.asarray(x))
+    assert logits.shape == (len(x), 3) and bool(jnp.all(jnp.isfinite(logits)))
+
+
+def test_same_inputs_same_result_and_masks_round_trip(tmp_path):
+    apply, params = _mlp()
+    x, y = _data()
+    runs = [
+        fit.prune(apply, params, "magnitude", 0.9, (x, y), epochs=6, select=_select)
+        for _ in range(2)
+    ]
+    assert params_digest(runs[0].latent) == params_digest(runs[1].latent)
+    path = runs[0].save_masks(tmp_path / "masks.npz")
+    with np.load(path) as saved:
+        assert set(saved) == set(runs[0].masks)
+        for name in saved:
+            np.testing.assert_array_equal(saved[name], runs[0].masks[name])
+
+
+def test_trainer_without_fold_axis_matches_one_stacked_fold():
+    apply, params = _mlp()
+    x, y = _data(n=64)
+    split = Split(jnp.asarray(x), jnp.asarray(y), jnp.ones(len(y), jnp.float32))
+    method = api.get("ctf", select=_select)
+    cfg = TrainConfig(epochs=5, chunk_epochs=5)
+    apply3 = lambda p, xb, key=None: apply(p, xb)  # noqa: E731
+    objective = api.to_objective(method, 0.8)
+    one = Trainer(apply3, cfg, objective, n_train=len(y), fold_axis=False)
+    stacked = Trainer(apply3, cfg, objective, n_train=len(y))
+    state = one.init_state(
+        params, method.init(params, jax.random.PRNGKey(1)), jax.random.PRNGKey(2)
+    )
+    single, _ = one.train_chunk(state, split, 5)
+    folded, _ = stacked.train_chunk(stack_trees([state]), jax.tree.map(lambda a: a[None], split), 5)
+    for a, b in zip(jax.tree.leaves(single.latent), jax.tree.leaves(folded.latent), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b)[0], rtol=1e-5, atol=1e-6)
+    assert float(one.evaluate(single, split)["accuracy"]) == pytest.approx(
+        float(stacked.evaluate(folded, jax.tree.map(lambda a: a[None], split))["accuracy"][0])
+    )
+
+
+def test_clear_errors():
+    apply, params = _mlp()
+    x, y = _data(n=30)
+    renamed = {"w": params["head"]["kernel"]}  # the default select knows the GCN's names
+    with pytest.raises(ConfigError, match="no leaf of params is selected"):
+        fit.prune(lambda p, x: x @ p["w"], renamed, "magnitude", 0.5, (x, y), epochs=4)
+    with pytest.raises(ConfigError, match="TCMP"):
+        fit.prune(apply, params, "tcmp", 0.5, (x, y), epochs=4, select=_select)
+    with pytest.raises(ConfigError, match=r"y shape"):
+        fit.prune(apply, params, "magnitude", 0.5, (x, y[:10]), epochs=4, select=_select)
+    with pytest.raises(ConfigError, match="target_rate"):
+        fit.prune(apply, params, "magnitude", 1.0, (x, y), epochs=4, select=_select)
+    with pytest.raises(ConfigError, match="MRMP"):
+        fit.prune(apply, params, "mrmp", 0.5, (x, y), epochs=4, select=_select)

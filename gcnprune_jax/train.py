@@ -258,6 +258,9 @@ def weighted_cross_entropy(
     return (ce * w).sum() / total, (correct * w).sum() / total
 
 
+EPOCH_LOOPS = ("scan", "python")
+
+
 class Trainer:
     """Builds the compiled programs for one (model, objective, config) and runs them.
 
@@ -276,9 +279,13 @@ class Trainer:
         *,
         n_train: int,
         fold_axis: bool = True,
+        epoch_loop: str = "scan",
     ) -> None:
+        if epoch_loop not in EPOCH_LOOPS:
+            raise ValueError(f"epoch_loop must be one of {EPOCH_LOOPS}, got {epoch_loop!r}")
         self.apply_fn = apply_fn
         self.fold_axis = fold_axis
+        self.epoch_loop = epoch_loop
         self.cfg = cfg
         self.objective = objective
         self.n_train = n_train
@@ -287,9 +294,25 @@ class Trainer:
         self.steps_per_epoch = -(-n_train // self.batch_size)
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.optimizer = make_optimizer(cfg, self.total_steps)
-        self.train_chunk = jax.jit(self._train_chunk, static_argnums=2)
+        self._compiled_chunk = jax.jit(self._train_chunk, static_argnums=2)
+        self._compiled_epoch = jax.jit(self._one_epoch)
         self.evaluate = jax.jit(jax.vmap(self._evaluate) if fold_axis else self._evaluate)
         self.trace_count = 0
+
+    def train_chunk(
+        self, state: TrainState, data: FoldData | Split, n_epochs: int
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        """`n_epochs` epochs from `state`: (new state, per-epoch metrics, epochs on the last
+        axis). epoch_loop "scan": one compiled program per chunk length; "python": one
+        compiled epoch, called `n_epochs` times (XLA:CPU runs convolutions inside a loop body
+        many times slower than outside one, jax-ml/jax#12868)."""
+        if self.epoch_loop == "scan":
+            return self._compiled_chunk(state, data, n_epochs)
+        epochs = []
+        for _ in range(n_epochs):
+            state, metrics = self._compiled_epoch(state, data)
+            epochs.append(metrics)
+        return state, jax.tree.map(lambda *m: jnp.stack(m, axis=-1), *epochs)
 
     def init_state(self, latent: Params, aux: Any, key: jax.Array) -> TrainState:
         """One fold's initial state (vmap it, or stack single states, for several folds)."""
@@ -367,6 +390,15 @@ class Trainer:
         def one_fold(s: TrainState, d: FoldData | Split):
             train = d.train if isinstance(d, FoldData) else d
             return jax.lax.scan(lambda st, _: self._epoch(st, train), s, None, length=n_epochs)
+
+        return jax.vmap(one_fold)(state, data) if self.fold_axis else one_fold(state, data)
+
+    def _one_epoch(self, state: TrainState, data: FoldData | Split):
+        """One epoch outside any loop (epoch_loop "python")."""
+        self.trace_count += 1
+
+        def one_fold(s: TrainState, d: FoldData | Split):
+            return self._epoch(s, d.train if isinstance(d, FoldData) else d)
 
         return jax.vmap(one_fold)(state, data) if self.fold_axis else one_fold(state, data)
 

@@ -146,3 +146,41 @@ def test_clear_errors():
         fit.prune(apply, params, "magnitude", 1.0, (x, y), epochs=4, select=_select)
     with pytest.raises(ConfigError, match="MRMP"):
         fit.prune(apply, params, "mrmp", 0.5, (x, y), epochs=4, select=_select)
+
+
+def test_python_epoch_loop_matches_the_scan():
+    """epoch_loop="python" (one compiled epoch per call, for convolutions on XLA:CPU) trains
+    the same network as the compiled chunk, with the same metrics layout."""
+    apply, params = _mlp()
+    x, y = _data(n=64)
+    split = Split(jnp.asarray(x), jnp.asarray(y), jnp.ones(len(y), jnp.float32))
+    method = api.get("magnitude", select=_select)
+    cfg = TrainConfig(epochs=4, chunk_epochs=4)
+    apply3 = lambda p, xb, key=None: apply(p, xb)  # noqa: E731
+    objective = api.to_objective(method, 0.8)
+    runs = {}
+    for loop in ("scan", "python"):
+        trainer = Trainer(apply3, cfg, objective, n_train=len(y), fold_axis=False, epoch_loop=loop)
+        state = trainer.init_state(params, method.init(params, None), jax.random.PRNGKey(2))
+        runs[loop] = trainer.train_chunk(state, split, 4)
+    for a, b in zip(*(jax.tree.leaves(runs[k][0].latent) for k in runs), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    assert {k: v.shape for k, v in runs["python"][1].items()} == {
+        k: v.shape for k, v in runs["scan"][1].items()
+    }
+    with pytest.raises(ValueError, match="epoch_loop"):
+        Trainer(apply3, cfg, objective, n_train=len(y), epoch_loop="unrolled")
+
+
+def test_convolutional_models_get_the_python_epoch_loop_on_cpu():
+    def conv_apply(p, x):  # x (B, T, C): a temporal convolution, then a mean and a classifier
+        h = jax.lax.conv_general_dilated(
+            x, p["conv"], (1,), "SAME", dimension_numbers=("NWC", "WIO", "NWC")
+        )
+        return jax.nn.relu(h).mean(axis=1) @ p["head"]
+
+    params = {"conv": jnp.ones((3, 4, 8)) * 0.1, "head": jnp.ones((8, 3)) * 0.1}
+    x = jnp.ones((2, 10, 4))
+    assert fit._has_convolution(conv_apply, params, x)
+    apply, mlp = _mlp()
+    assert not fit._has_convolution(apply, mlp, jnp.ones((2, 12)))

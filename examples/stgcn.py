@@ -1,0 +1,150 @@
+"""Prune an ST-GCN-like model of your own with `gcnprune_jax.fit.prune`.
+
+The model is plain JAX (a dict of arrays and an `apply` function), not this project's GCN:
+each block is a spatial graph convolution over the skeleton's joints (a `(C_in, C)` kernel)
+followed by a temporal convolution over frames (a `(k, C, C)` kernel, viewed by the methods as
+k groups of `(C, C)`: CTF and structured pruning remove whole rows, columns or taps), then a
+global average pool and a classifier. It is trained on the embedded synthetic skeleton data
+(`--dataset sbu` or `fpha` reads the real data from $GCNPRUNE_DATA_DIR) with each method at one
+rate, and each pruned network is evaluated on the test split:
+
+    python examples/stgcn.py --rate 0.9 --methods dense,magnitude,structured,ctf,pmp
+
+For SBU the split is fold 1 of the 5-fold protocol's training and test sequences.
+
+Measured on the synthetic data (300 epochs, blocks 16,32: 7,216 prunable weights; one core of
+a 2-core x86-64 CPU, 75-145 s per method), test accuracy in %:
+
+    rate  dense  magnitude  structured   ctf   pmp
+    0.7    76.2       65.4        55.0  24.2  65.0
+    0.9    76.2       55.8        12.5  12.5  47.1
+
+On a network this small, CTF (whose coarse factors remove whole taps, rows and columns) and
+structured pruning lose far more than magnitude pruning and PMP; at 0.9 they leave no path
+to the logits (chance is 12.5%). Where CTF loses it here is not yet measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gcnprune_jax import fit
+from gcnprune_jax.data import load_dataset
+from gcnprune_jax.data.features import normalized_adjacency
+from gcnprune_jax.train import TrainConfig
+
+FRAMES = 16
+
+
+def resample(sequence: np.ndarray, frames: int = FRAMES) -> np.ndarray:
+    """(T, V, 3) -> (frames, V, 3) by linear interpolation in time, centred on its mean."""
+    t = np.linspace(0, len(sequence) - 1, frames)
+    low = np.floor(t).astype(int)
+    high = np.minimum(low + 1, len(sequence) - 1)
+    frac = (t - low)[:, None, None]
+    out = (1 - frac) * sequence[low] + frac * sequence[high]
+    return (out - out.mean(axis=(0, 1), keepdims=True)).astype(np.float32)
+
+
+def init_stgcn(key, in_channels, channels, n_classes, taps=5):
+    """Parameters: blocks of (spatial kernel (C_in, C), temporal kernel (taps, C, C), bias)."""
+    params = {"blocks": [], "head": {}}
+    c_in = in_channels
+    for c in channels:
+        key, k1, k2 = jax.random.split(key, 3)
+        params["blocks"].append(
+            {
+                "spatial": {"kernel": jax.random.normal(k1, (c_in, c)) / np.sqrt(c_in)},
+                "temporal": {"kernel": jax.random.normal(k2, (taps, c, c)) / np.sqrt(taps * c)},
+                "bias": jnp.zeros(c),
+            }
+        )
+        c_in = c
+    key, k3 = jax.random.split(key)
+    params["head"] = {
+        "kernel": jax.random.normal(k3, (c_in, n_classes)) / np.sqrt(c_in),
+        "bias": jnp.zeros(n_classes),
+    }
+    return params
+
+
+def make_apply(adjacency):
+    a = jnp.asarray(adjacency, jnp.float32)
+
+    def apply(params, x):  # x (B, T, V, C) -> logits (B, n_classes)
+        for block in params["blocks"]:
+            x = jnp.einsum("uv,btvc->btuc", a, x) @ block["spatial"]["kernel"]
+            b, t, v, c = x.shape
+            per_joint = x.transpose(0, 2, 1, 3).reshape(b * v, t, c)
+            y = jax.lax.conv_general_dilated(
+                per_joint,
+                block["temporal"]["kernel"],
+                window_strides=(1,),
+                padding="SAME",
+                dimension_numbers=("NWC", "WIO", "NWC"),
+            )
+            y = y.reshape(b, v, t, -1).transpose(0, 2, 1, 3)
+            x = jax.nn.relu(y + block["bias"])
+        return x.mean(axis=(1, 2)) @ params["head"]["kernel"] + params["head"]["bias"]
+
+    return apply
+
+
+def split(ds, dataset):
+    """(train x, y), (test x, y): the official split, or SBU's fold 1 (its test fold)."""
+    x = np.stack([resample(s) for s in ds.sequences])
+    y = np.asarray(ds.labels)
+    groups = np.asarray(ds.groups)
+    test = groups == 0 if dataset == "sbu" else groups == 1
+    return (x[~test], y[~test]), (x[test], y[test])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="synthetic", choices=("synthetic", "sbu", "fpha"))
+    parser.add_argument("--rate", type=float, default=0.9)
+    parser.add_argument("--methods", default="dense,magnitude,structured,ctf,pmp")
+    parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--channels", default="16,32", help="channels per block")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    ds = load_dataset(args.dataset)
+    (x_train, y_train), (x_test, y_test) = split(ds, args.dataset)
+    apply = make_apply(normalized_adjacency(ds.n_nodes, ds.edges))
+    channels = [int(c) for c in args.channels.split(",")]
+    params = init_stgcn(jax.random.PRNGKey(args.seed), x_train.shape[-1], channels, ds.n_classes)
+    kernels = lambda path, leaf: leaf.ndim >= 2  # noqa: E731  (spatial, temporal, head)
+    print(
+        f"{args.dataset}: {len(y_train)} training / {len(y_test)} test sequences, "
+        f"{ds.n_classes} classes; ST-GCN blocks {channels}, rate {args.rate}"
+    )
+    for method in args.methods.split(","):
+        start = time.perf_counter()
+        pruned = fit.prune(
+            apply,
+            params,
+            method,
+            args.rate,
+            (x_train, y_train),
+            epochs=args.epochs,
+            train_config=TrainConfig(chunk_epochs=min(50, args.epochs)),
+            seed=args.seed,
+            select=kernels,
+        )
+        logits = apply(pruned.params, jnp.asarray(x_test))
+        accuracy = float(np.mean(np.argmax(np.asarray(logits), axis=1) == y_test))
+        soft = "" if pruned.soft_rate is None else f" (soft {pruned.soft_rate:.3f})"
+        print(
+            f"{method:>10}: test accuracy {100 * accuracy:5.1f}%, realized rate "
+            f"{pruned.realized_rate:.4f}{soft}, {time.perf_counter() - start:.0f} s"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -110,16 +110,22 @@ def test_same_inputs_same_result_and_masks_round_trip(tmp_path):
             np.testing.assert_array_equal(saved[name], runs[0].masks[name])
 
 
-def test_trainer_without_fold_axis_matches_one_stacked_fold():
+def _trainer_setup(method_name, epochs):
+    """A user's MLP with Trainer's call convention, a 64-sample split, a method at 0.8."""
     apply, params = _mlp()
     x, y = _data(n=64)
     split = Split(jnp.asarray(x), jnp.asarray(y), jnp.ones(len(y), jnp.float32))
-    method = api.get("ctf", select=_select)
-    cfg = TrainConfig(epochs=5, chunk_epochs=5)
+    method = api.get(method_name, select=_select)
+    cfg = TrainConfig(epochs=epochs, chunk_epochs=epochs)
     apply3 = lambda p, xb, key=None: apply(p, xb)  # noqa: E731
-    objective = api.to_objective(method, 0.8)
-    one = Trainer(apply3, cfg, objective, n_train=len(y), fold_axis=False)
-    stacked = Trainer(apply3, cfg, objective, n_train=len(y))
+    return params, split, method, cfg, apply3, api.to_objective(method, 0.8)
+
+
+def test_trainer_without_fold_axis_matches_one_stacked_fold():
+    params, split, method, cfg, apply3, objective = _trainer_setup("ctf", 5)
+    n = len(split.y)
+    one = Trainer(apply3, cfg, objective, n_train=n, fold_axis=False)
+    stacked = Trainer(apply3, cfg, objective, n_train=n)
     state = one.init_state(
         params, method.init(params, jax.random.PRNGKey(1)), jax.random.PRNGKey(2)
     )
@@ -151,16 +157,11 @@ def test_clear_errors():
 def test_python_epoch_loop_matches_the_scan():
     """epoch_loop="python" (one compiled epoch per call, for convolutions on XLA:CPU) trains
     the same network as the compiled chunk, with the same metrics layout."""
-    apply, params = _mlp()
-    x, y = _data(n=64)
-    split = Split(jnp.asarray(x), jnp.asarray(y), jnp.ones(len(y), jnp.float32))
-    method = api.get("magnitude", select=_select)
-    cfg = TrainConfig(epochs=4, chunk_epochs=4)
-    apply3 = lambda p, xb, key=None: apply(p, xb)  # noqa: E731
-    objective = api.to_objective(method, 0.8)
+    params, split, method, cfg, apply3, objective = _trainer_setup("magnitude", 4)
+    n = len(split.y)
     runs = {}
     for loop in ("scan", "python"):
-        trainer = Trainer(apply3, cfg, objective, n_train=len(y), fold_axis=False, epoch_loop=loop)
+        trainer = Trainer(apply3, cfg, objective, n_train=n, fold_axis=False, epoch_loop=loop)
         state = trainer.init_state(params, method.init(params, None), jax.random.PRNGKey(2))
         runs[loop] = trainer.train_chunk(state, split, 4)
     for a, b in zip(*(jax.tree.leaves(runs[k][0].latent) for k in runs), strict=True):
@@ -169,7 +170,7 @@ def test_python_epoch_loop_matches_the_scan():
         k: v.shape for k, v in runs["scan"][1].items()
     }
     with pytest.raises(ValueError, match="epoch_loop"):
-        Trainer(apply3, cfg, objective, n_train=len(y), epoch_loop="unrolled")
+        Trainer(apply3, cfg, objective, n_train=n, epoch_loop="unrolled")
 
 
 def test_convolutional_models_get_the_python_epoch_loop_on_cpu():

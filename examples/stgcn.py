@@ -24,8 +24,10 @@ PMP (chance is 12.5%). CTF does not train here at all: at 0.7 its training cross
 leaves ln 8 = 2.079 (chance), while its budget penalty (20-80 over the first 60 of 100 epochs)
 outweighs it 10-40 times. Neither that nor the initial masks (they keep 94% of each kernel's
 norm) explains it: with lam=10 (penalty below the cross-entropy) the cross-entropy still only
-went from 2.08 to 2.05 in 100 epochs, against 2.07 to 0.94 for dense training. Why CTF's soft
-masks stall learning on this model (on this project's GCN it trains normally) is not yet found.
+went from 2.08 to 2.05 in 100 epochs, against 2.07 to 0.94 for dense training, and the
+entry factor alone, the coarse factors alone and the plain band-stop (zero_floor=False) stall
+the same way. Why CTF's soft masks stall learning on this model (on this project's GCN it
+trains normally) is not yet found.
 """
 
 from __future__ import annotations

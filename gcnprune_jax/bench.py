@@ -107,9 +107,8 @@ def onnx_paths(full: CompactGCN, auto: CompactGCN, adjacency: Any, n_features: i
     compacted with nothing removed) and of the compacted one, fn(None, x) -> logits."""
     import tempfile
 
-    from gcnprune_jax.deploy import _require_onnx, export_onnx, onnx_session
+    from gcnprune_jax.deploy import export_onnx, onnx_session
 
-    _require_onnx()
     out = {}
     with tempfile.TemporaryDirectory(prefix="gcnprune_onnx_") as work:
         for name, net in (("onnx_masked", full), ("onnx_compact", auto)):

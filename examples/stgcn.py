@@ -28,10 +28,10 @@ kernel's norm at initialization): the entry factor alone takes the cross-entropy
 with the default lam=1e3; all four factors at lam=10 reach 2.05, and the coarse factors alone
 and the plain band-stop (zero_floor=False) stall at the default lam too. The budget's pull on
 each soft mask value is 2 lam e / N (e the relative excess, N the prunable count), so lam=10 at
-this N = 7,216 pulls about as hard per weight as the default lam=1e3 at SBU's N = 988,160; this
-model's cross-entropy gradients are weaker at initialization than the GCN's, so it needs a
-smaller lam still. No automatic choice of lam for another model is built: pass lam=... to
-fit.prune and check the history's cross-entropy.
+this N = 7,216 pulls about as hard per weight as the default lam=1e3 at SBU's N = 988,160; the
+difference presumably lies in the size of the cross-entropy's gradients, which was not measured.
+No automatic choice of lam for another model is built: pass lam=... to fit.prune and check the
+history's cross-entropy.
 """
 
 from __future__ import annotations

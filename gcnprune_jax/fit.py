@@ -33,7 +33,7 @@ from jax.extend import core as jax_core
 from gcnprune_jax.errors import ConfigError
 from gcnprune_jax.pruning import api
 from gcnprune_jax.pruning.baselines import fixed
-from gcnprune_jax.pruning.shared import exact_export
+from gcnprune_jax.pruning.shared import exact_export, realized_rate
 from gcnprune_jax.train import Context, Split, TrainConfig, Trainer, TrainState
 
 Params = Any
@@ -203,15 +203,6 @@ def prune(
         fold_axis=False,
         epoch_loop=epoch_loop,
     )
-    fixed_method = fixed(method.select)
-    second = Trainer(
-        apply3,
-        cfg,
-        api.to_objective(fixed_method, 0.0),
-        n_train=n_train,
-        fold_axis=False,
-        epoch_loop=epoch_loop,
-    )
     state = first.init_state(
         latent, method.init(latent, jax.random.fold_in(init_key, 1)), train_key
     )
@@ -253,22 +244,27 @@ def prune(
             soft_rate = float(exported.soft_rate)
             rounding = int(exported.rounding_changed)
             crisp = crisp_fraction(soft)
+        # fine-tuning: the crisp masks held fixed as the state's aux, a fresh optimizer
+        second = Trainer(
+            apply3,
+            cfg,
+            api.to_objective(fixed(method.select), 0.0),
+            n_train=n_train,
+            fold_axis=False,
+            epoch_loop=epoch_loop,
+        )
         fixed_masks = {n: jnp.asarray(m, jnp.float32) for n, m in masks.items()}
         state = TrainState(
             latent_now, second.optimizer.init(latent_now), fixed_masks, state.step, state.key
         )
         state = run(second, state, export_epoch, epochs)
         result_latent = state.latent
-    kept = sum(int(m.sum()) for m in masks.values())
-    total = sum(int(m.size) for m in masks.values())
     return Pruned(
-        params=api.apply_masks(
-            result_latent, {n: jnp.asarray(m, jnp.float32) for n, m in masks.items()}, method.select
-        ),
+        params=api.apply_masks(result_latent, masks, method.select),
         latent=result_latent,
         masks=masks,
         target_rate=float(target_rate),
-        realized_rate=1.0 - kept / total,
+        realized_rate=realized_rate(masks),
         soft_rate=soft_rate,
         rounding_changed=rounding,
         crisp_fraction=crisp,

@@ -387,18 +387,21 @@ class Trainer:
         # Counted at trace time only: tests use it to check one compilation per configuration.
         self.trace_count += 1
 
-        def one_fold(s: TrainState, d: FoldData | Split):
-            train = d.train if isinstance(d, FoldData) else d
+        def epochs(s: TrainState, train: Split):
             return jax.lax.scan(lambda st, _: self._epoch(st, train), s, None, length=n_epochs)
 
-        return jax.vmap(one_fold)(state, data) if self.fold_axis else one_fold(state, data)
+        return self._per_fold(epochs, state, data)
 
     def _one_epoch(self, state: TrainState, data: FoldData | Split):
         """One epoch outside any loop (epoch_loop "python")."""
         self.trace_count += 1
+        return self._per_fold(self._epoch, state, data)
+
+    def _per_fold(self, fn: Callable[..., Any], state: TrainState, data: FoldData | Split):
+        """fn(state, training split) for every fold (vmapped), or for the one split."""
 
         def one_fold(s: TrainState, d: FoldData | Split):
-            return self._epoch(s, d.train if isinstance(d, FoldData) else d)
+            return fn(s, d.train if isinstance(d, FoldData) else d)
 
         return jax.vmap(one_fold)(state, data) if self.fold_axis else one_fold(state, data)
 

@@ -18,34 +18,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import numpy as np
 from numpy.typing import ArrayLike
 
-from gcnprune_jax.models.gcn import GCNConfig
-from gcnprune_jax.topology import check_gcn_masks, gcn_live
+from gcnprune_jax import chain
+from gcnprune_jax.models.gcn import GCNConfig, gcn_chain
+from gcnprune_jax.topology import check_gcn_masks
+
+
+def _chain(cfg: GCNConfig, n_nodes: int, n_features: int, n_classes: int) -> chain.Chain:
+    return gcn_chain(cfg, n_nodes=n_nodes, n_features=n_features, n_classes=n_classes)
 
 
 def dense_flops(cfg: GCNConfig, *, n_nodes: int, n_features: int, n_classes: int) -> int:
-    """FLOPs of one dense forward pass for one sample."""
-    v, h, d = n_nodes, cfg.heads, cfg.attention_dim
-    total = 0
-    width = n_features
-    for filters in cfg.filters:
-        if cfg.attention != "adjacency":
-            total += 2 * (2 * v * width * d * h)  # X Q_h and X K_h
-            total += 2 * v * v * d * h  # (X Q_h)(X K_h)^T
-        total += 2 * v * width * filters * h  # X W_h
-        total += 2 * v * v * filters * h  # A_h (X W_h)
-        width = h * filters
-    width *= n_nodes
-    for hidden in (*cfg.fc, n_classes):
-        total += 2 * width * hidden
-        width = hidden
-    return total
-
-
-def _kernel_names(cfg: GCNConfig) -> list[str]:
-    return [f"fc{i}/kernel" for i in range(len(cfg.fc))] + ["classifier/kernel"]
+    """FLOPs of one dense forward pass for one sample (`chain.dense_flops` of the GCN's chain):
+    per block 2·(2 V s d H) for X Q_h and X K_h, 2 V² d H for the logits, 2 V s C H for X W_h,
+    2 V² C H for A_h (X W_h); 2 I O per FC/classifier kernel."""
+    return chain.dense_flops(_chain(cfg, n_nodes, n_features, n_classes))
 
 
 def flops_unstructured(
@@ -56,7 +44,8 @@ def flops_unstructured(
     n_features: int,
     n_classes: int,
 ) -> int:
-    """FLOPs of one forward pass for one sample when only kept entries are multiplied.
+    """FLOPs of one forward pass for one sample when only kept entries are multiplied
+    (`chain.flops_unstructured` of the GCN's chain).
 
     masks: {path: bool array of the parameter's shape}, the keys of
       `models.gcn.prunable_parameters` (query/key/conv (H, s, ·), kernels (I, O)).
@@ -67,20 +56,7 @@ def flops_unstructured(
     a kept entry).
     """
     m = check_gcn_masks(masks, cfg, n_nodes=n_nodes, n_features=n_features, n_classes=n_classes)
-    v = n_nodes
-    total = 0
-    for b in range(len(cfg.filters)):
-        conv = m[f"block{b}/conv"]  # (H, s, C)
-        if cfg.attention != "adjacency":
-            query, key = m[f"block{b}/query"], m[f"block{b}/key"]  # (H, s, d)
-            total += 2 * v * (int(query.sum()) + int(key.sum()))
-            dims = query.any(axis=1) & key.any(axis=1)  # (H, d)
-            total += 2 * v * v * int(dims.sum())
-        total += 2 * v * int(conv.sum())
-        total += 2 * v * v * int(conv.any(axis=1).sum())
-    for name in _kernel_names(cfg):
-        total += 2 * int(m[name].sum())
-    return total
+    return chain.flops_unstructured(_chain(cfg, n_nodes, n_features, n_classes), m)
 
 
 def flops_structured(
@@ -91,7 +67,8 @@ def flops_structured(
     n_features: int,
     n_classes: int,
 ) -> int:
-    """Dense FLOPs of one forward pass for one sample of the compacted network.
+    """Dense FLOPs of one forward pass for one sample of the compacted network
+    (`chain.flops_structured` of the GCN's chain).
 
     masks: as in `flops_unstructured`. Everything that lies on no input→output path
     (`topology.gcn_live`) is removed first. Then, per block and head h, with n_c(h) the conv
@@ -101,22 +78,5 @@ def flops_structured(
     2 V rows_q n_d + 2 V rows_k n_d + 2 V² n_d. Each FC/classifier kernel costs
     2 * (#rows with a live entry) * (#columns with a live entry).
     """
-    check_gcn_masks(masks, cfg, n_nodes=n_nodes, n_features=n_features, n_classes=n_classes)
-    live = gcn_live(masks, cfg, n_nodes=n_nodes)
-    v = n_nodes
-    total = 0
-    for b in range(len(cfg.filters)):
-        conv = live[f"block{b}/conv"]  # (H, s, C)
-        n_c = conv.any(axis=1).sum(axis=1)  # (H,)
-        n_r = conv.any(axis=2).sum(axis=1)
-        total += int(np.sum(2 * v * n_r * n_c + 2 * v * v * n_c))
-        if cfg.attention != "adjacency":
-            query, key = live[f"block{b}/query"], live[f"block{b}/key"]  # (H, s, d)
-            n_d = (query.any(axis=1) & key.any(axis=1)).sum(axis=1)  # (H,)
-            rows_q = query.any(axis=2).sum(axis=1)
-            rows_k = key.any(axis=2).sum(axis=1)
-            total += int(np.sum(2 * v * (rows_q + rows_k) * n_d + 2 * v * v * n_d))
-    for name in _kernel_names(cfg):
-        kernel = live[name]
-        total += 2 * int(kernel.any(axis=1).sum()) * int(kernel.any(axis=0).sum())
-    return total
+    m = check_gcn_masks(masks, cfg, n_nodes=n_nodes, n_features=n_features, n_classes=n_classes)
+    return chain.flops_structured(_chain(cfg, n_nodes, n_features, n_classes), m)

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jax_core
 
+from gcnprune_jax import chain as chain_lib
 from gcnprune_jax.errors import ConfigError
 from gcnprune_jax.pruning import api
 from gcnprune_jax.pruning.baselines import fixed
@@ -50,7 +51,9 @@ class Pruned:
       export (learned methods; None otherwise); export_epoch: the epoch at which the masks
       were fixed (None: dense); history: per chunk of epochs, the mean training `loss`, `ce`,
       `penalty`, `train_accuracy` and, with `val`, `val_accuracy` of the network as it
-      trains (soft masks before the export)."""
+      trains (soft masks before the export); dangling_connections and flops (`dense`,
+      `unstructured`, `structured` per sample) when the model's `chain` was given (else
+      None)."""
 
     params: Params
     latent: Params
@@ -62,6 +65,8 @@ class Pruned:
     crisp_fraction: float | None
     export_epoch: int | None
     history: list[dict[str, float]]
+    dangling_connections: int | None = None
+    flops: dict[str, int] | None = None
 
     def save_masks(self, path: str | Path) -> Path:
         """Write the crisp masks as `masks.npz` does (one bool array per leaf path)."""
@@ -112,6 +117,7 @@ def prune(
     prune_at: float = 0.5,
     seed: int = 0,
     select: api.Select | None = None,
+    chain: chain_lib.Chain | None = None,
     epoch_loop: str = "auto",
     **hyper: Any,
 ) -> Pruned:
@@ -126,6 +132,9 @@ def prune(
       fixed; default: the method's (`config.method_defaults`, e.g. 0.5 for PMP), else 0.
     prune_at: magnitude / structured: the fraction of the epochs trained dense before the
       masks are selected.
+    chain: the feature path of your model (`chain.Chain`, e.g. `chain.sequential`): the
+      default `select` becomes its tensors, TCMP reads it (`model=chain`), and the result
+      counts dangling connections and FLOPs (docs/api.md, "Your own model's chain").
     epoch_loop: `Trainer`'s: "scan" (a chunk of epochs is one compiled loop), "python" (one
       compiled epoch called per epoch), or "auto": "python" on CPU when `apply` contains a
       convolution (XLA:CPU runs one 20x slower inside a loop body: an ST-GCN-like model
@@ -137,13 +146,20 @@ def prune(
     from gcnprune_jax.config import method_defaults
     from gcnprune_jax.runner import crisp_fraction
 
+    if chain is not None and not isinstance(chain, chain_lib.Chain):
+        raise ConfigError(f"prune: chain must be a chain.Chain, got {type(chain).__name__}")
+    if chain is not None and select is None:
+        select = chain.select()
     if isinstance(method, str):
         name = method
-        if name == "tcmp" and select is not None:
-            raise ConfigError(
-                "prune: TCMP's consistency reads the layer chain of this project's GCN, so it "
-                "cannot prune another model yet; use ctf, ssp, pmp or a baseline"
-            )
+        if name == "tcmp" and "model" not in hyper:
+            if chain is None:
+                raise ConfigError(
+                    "prune: TCMP keeps only connections on an input→output path, so it needs "
+                    "your model's feature path: pass chain=chain.Chain(...) (docs/api.md, "
+                    '"Your own model\'s chain")'
+                )
+            hyper["model"] = chain
         method = api.get(name, **({"select": select} if select is not None else {}), **hyper)
         default_finetune = method_defaults(name).get("finetune", 0.0)
     else:
@@ -259,6 +275,15 @@ def prune(
         )
         state = run(second, state, export_epoch, epochs)
         result_latent = state.latent
+    dangling = flops = None
+    if chain is not None:
+        full = chain.full(masks)
+        dangling = chain_lib.dangling_connections(chain, full)
+        flops = {
+            "dense": chain_lib.dense_flops(chain),
+            "unstructured": chain_lib.flops_unstructured(chain, full),
+            "structured": chain_lib.flops_structured(chain, full),
+        }
     return Pruned(
         params=api.apply_masks(result_latent, masks, method.select),
         latent=result_latent,
@@ -270,4 +295,6 @@ def prune(
         crisp_fraction=crisp,
         export_epoch=None if method.schedule == "dense" else export_epoch,
         history=history,
+        dangling_connections=dangling,
+        flops=flops,
     )

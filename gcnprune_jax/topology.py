@@ -7,7 +7,9 @@ by "any" over the nodes, as the hard form of TCMP's max reduction.
 
 - `consistent_masks`: a plain chain of bipartite layers, M_l of shape (d_l, d_{l+1}).
 - `gcn_live`: the same "on some input→output path" predicate for every prunable tensor of the
-  GCN of `models/gcn.py` (attention heads, per-head convolutions, flatten, FC layers).
+  GCN of `models/gcn.py` (attention heads, per-head convolutions, flatten, FC layers), read off
+  the GCN's chain (`models.gcn.gcn_chain`) by `chain.live`, the same function any declared
+  model uses.
 - `dangling_connections`: the number of kept entries that are not live.
 
 The differentiable counterparts (TCMP's supervisory networks) are jnp and traceable under
@@ -28,7 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 from numpy.typing import ArrayLike
 
-from gcnprune_jax.models.gcn import GCNConfig
+from gcnprune_jax import chain
+from gcnprune_jax.chain import Chain
+from gcnprune_jax.models.gcn import GCNConfig, gcn_chain
 
 
 def consistent_masks(masks: Sequence[ArrayLike]) -> list[np.ndarray]:
@@ -68,21 +72,17 @@ def gcn_mask_shapes(
     them: `block{b}/query`, `block{b}/key` (H, s_b, d) unless attention is "adjacency",
     `block{b}/conv` (H, s_b, C_b), `fc{i}/kernel` (I, O) and `classifier/kernel` (I, n_classes).
     """
-    h, d = cfg.heads, cfg.attention_dim
-    shapes: dict[str, tuple[int, ...]] = {}
-    width = n_features
-    for b, filters in enumerate(cfg.filters):
-        if cfg.attention != "adjacency":
-            shapes[f"block{b}/query"] = (h, width, d)
-            shapes[f"block{b}/key"] = (h, width, d)
-        shapes[f"block{b}/conv"] = (h, width, filters)
-        width = h * filters
-    width *= n_nodes
-    for i, hidden in enumerate(cfg.fc):
-        shapes[f"fc{i}/kernel"] = (width, hidden)
-        width = hidden
-    shapes["classifier/kernel"] = (width, n_classes)
-    return shapes
+    return gcn_chain(cfg, n_nodes=n_nodes, n_features=n_features, n_classes=n_classes).shapes()
+
+
+def _chain_of(masks: Mapping[str, ArrayLike], cfg: GCNConfig, n_nodes: int) -> Chain:
+    """The GCN's chain for masks already checked by `check_gcn_masks` / `_check_gcn_shapes`."""
+    return gcn_chain(
+        cfg,
+        n_nodes=n_nodes,
+        n_features=jnp.shape(masks["block0/conv"])[1],
+        n_classes=jnp.shape(masks["classifier/kernel"])[1],
+    )
 
 
 def check_gcn_masks(
@@ -149,52 +149,7 @@ def gcn_live(
     kept & acc_in[i] & head_live[h] & dim_live[h, j]; kernel[i, o] = kept & acc_in[i] & co_out[o].
     """
     m = check_gcn_masks(masks, cfg, n_nodes=n_nodes)
-    n_blocks, n_fc = len(cfg.filters), len(cfg.fc)
-    attention = cfg.attention != "adjacency"
-    kernels = [f"fc{i}/kernel" for i in range(n_fc)] + ["classifier/kernel"]
-
-    # Forward: accessibility of every layer's input units.
-    acc_in: dict[str, np.ndarray] = {}
-    dim_live: dict[int, np.ndarray] = {}
-    acc = np.ones(m["block0/conv"].shape[1], dtype=bool)
-    for b in range(n_blocks):
-        conv = m[f"block{b}/conv"]  # (H, s, C)
-        acc_in[f"block{b}"] = acc
-        if attention:
-            q_on = (acc[None, :, None] & m[f"block{b}/query"]).any(axis=1)  # (H, d)
-            k_on = (acc[None, :, None] & m[f"block{b}/key"]).any(axis=1)
-            dim_live[b] = q_on & k_on
-        acc = (acc[None, :, None] & conv).any(axis=1).reshape(-1)  # (H*C,), index h*C + c
-    acc = np.tile(acc, n_nodes)  # flat index v * (H*C) + j
-    for name in kernels:
-        acc_in[name] = acc
-        acc = (acc[:, None] & m[name]).any(axis=0)
-
-    # Backward: co-accessibility of every layer's output units, and the live entries.
-    live: dict[str, np.ndarray] = {}
-    co = np.ones(m["classifier/kernel"].shape[1], dtype=bool)
-    for name in reversed(kernels):
-        kernel = m[name]
-        live[name] = kernel & acc_in[name][:, None] & co[None, :]
-        co = (kernel & co[None, :]).any(axis=1)
-    co = co.reshape(n_nodes, -1).any(axis=0)  # reduce the flatten over nodes: (H*C,)
-    for b in reversed(range(n_blocks)):
-        conv = m[f"block{b}/conv"]
-        heads, _, filters = conv.shape
-        a_in = acc_in[f"block{b}"]
-        co_out = co.reshape(heads, filters)  # (H, C)
-        acc_out = (a_in[None, :, None] & conv).any(axis=1)  # (H, C)
-        head_live = (acc_out & co_out).any(axis=1)  # (H,)
-        live[f"block{b}/conv"] = conv & a_in[None, :, None] & co_out[:, None, :]
-        co = (conv & co_out[:, None, :]).any(axis=(0, 2))  # (s,)
-        if attention:
-            used = head_live[:, None] & dim_live[b]  # (H, d)
-            query, key = m[f"block{b}/query"], m[f"block{b}/key"]
-            co = co | ((query | key) & used[:, None, :]).any(axis=(0, 2))
-            entry_live = a_in[None, :, None] & used[:, None, :]
-            live[f"block{b}/query"] = query & entry_live
-            live[f"block{b}/key"] = key & entry_live
-    return {name: live[name] for name in masks}
+    return chain.live(_chain_of(m, cfg, n_nodes), m)
 
 
 def dangling_connections(masks: Mapping[str, ArrayLike], cfg: GCNConfig, *, n_nodes: int) -> int:
@@ -316,49 +271,8 @@ def gcn_unit_states(
     Traceable (jit, vmap, grad); cfg and n_nodes are static.
     """
     _check_gcn_shapes(masks, cfg, n_nodes)
-    m = {name: _as_float(mask) for name, mask in masks.items()}
-    n_blocks, n_fc = len(cfg.filters), len(cfg.fc)
-    attention = cfg.attention != "adjacency"
-    kernels = [f"fc{i}/kernel" for i in range(n_fc)] + ["classifier/kernel"]
-    dtype = m["block0/conv"].dtype
-    states: dict[str, jax.Array] = {}
-
-    # Forward supervisory network: accessibility.
-    acc = jnp.ones(m["block0/conv"].shape[1], dtype)
-    for b in range(n_blocks):
-        states[f"block{b}/acc_in"] = acc
-        if attention:
-            states[f"block{b}/query_on"] = h(jnp.einsum("i,hij->hj", acc, m[f"block{b}/query"]))
-            states[f"block{b}/key_on"] = h(jnp.einsum("i,hij->hj", acc, m[f"block{b}/key"]))
-        acc_out = h(jnp.einsum("i,hic->hc", acc, m[f"block{b}/conv"]))  # (H, C)
-        states[f"block{b}/acc_out"] = acc_out
-        acc = acc_out.reshape(-1)  # index h * C + c
-    acc = jnp.tile(acc, n_nodes)  # flat index v * (H*C) + j
-    for name in kernels:
-        states[f"{name}/acc_in"] = acc
-        acc = h(acc @ m[name])
-
-    # Backward supervisory network: co-accessibility.
-    co = jnp.ones(m["classifier/kernel"].shape[1], dtype)
-    for name in reversed(kernels):
-        states[f"{name}/co_out"] = co
-        co = h(m[name] @ co)
-    co = h(co.reshape(n_nodes, -1).sum(axis=0))  # the flatten, reduced over nodes: (H*C,)
-    for b in reversed(range(n_blocks)):
-        conv = m[f"block{b}/conv"]
-        heads, _, filters = conv.shape
-        co_out = co.reshape(heads, filters)
-        states[f"block{b}/co_out"] = co_out
-        head_live = h(jnp.sum(states[f"block{b}/acc_out"] * co_out, axis=1))  # (H,)
-        states[f"block{b}/head_live"] = head_live
-        co_sum = jnp.einsum("hic,hc->i", conv, co_out)
-        if attention:
-            used = head_live[:, None] * states[f"block{b}/query_on"] * states[f"block{b}/key_on"]
-            co_sum = co_sum + jnp.einsum(
-                "hij,hj->i", m[f"block{b}/query"] + m[f"block{b}/key"], used
-            )
-        co = h(co_sum)
-    return states
+    states = chain.unit_states(_chain_of(masks, cfg, n_nodes), masks, h=h)
+    return {name.replace("/group_live", "/head_live"): state for name, state in states.items()}
 
 
 def gcn_consistent(
@@ -375,23 +289,5 @@ def gcn_consistent(
     Returns {path: array of the mask's shape} in the order of `masks`. With 0/1 masks and
     `hard_saturation` it equals `gcn_live` (as 0/1 floats). Traceable (jit, vmap, grad).
     """
-    states = gcn_unit_states(masks, cfg, n_nodes=n_nodes, h=h)
-    out: dict[str, jax.Array] = {}
-    for name, mask in masks.items():
-        mask = _as_float(mask)
-        layer, kind = name.rsplit("/", 1)
-        if kind == "kernel":
-            acc_in, co_out = states[f"{name}/acc_in"], states[f"{name}/co_out"]
-            out[name] = mask * acc_in[:, None] * co_out[None, :]
-            continue
-        acc_in = states[f"{layer}/acc_in"]
-        if kind == "conv":
-            out[name] = mask * acc_in[None, :, None] * states[f"{layer}/co_out"][:, None, :]
-        else:  # query or key: feeds a live dim of a live head
-            used = (
-                states[f"{layer}/head_live"][:, None]
-                * states[f"{layer}/query_on"]
-                * states[f"{layer}/key_on"]
-            )
-            out[name] = mask * acc_in[None, :, None] * used[:, None, :]
-    return out
+    _check_gcn_shapes(masks, cfg, n_nodes)
+    return chain.consistent(_chain_of(masks, cfg, n_nodes), masks, h=h)

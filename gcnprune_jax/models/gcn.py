@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from gcnprune_jax.chain import Chain, Gate, Link
 from gcnprune_jax.errors import ConfigError
 
 Params = dict[str, Any]
@@ -271,3 +272,44 @@ def prunable_parameters(params: Params) -> dict[str, tuple[int, ...]]:
 def count_prunable(params: Params) -> int:
     """N of docs/methods.md#prunable-tensors: the number of prunable entries."""
     return int(sum(np.prod(s) for s in prunable_parameters(params).values()))
+
+
+def gcn_chain(cfg: GCNConfig, *, n_nodes: int, n_features: int, n_classes: int) -> Chain:
+    """The GCN's feature path as a `chain.Chain`, the one description that topology, costs,
+    TCMP's export and the dangling count read.
+
+    Per block b: link `block{b}/conv` (H, s_b, C_b), heads as groups, applied at the V nodes,
+    followed by A_h (X W_h) (2 V² FLOPs per output unit); unless attention is "adjacency", its
+    gate `block{b}/query`, `block{b}/key` (H, s_b, d), whose logits cost 2 V² per dim. Then
+    `fc{i}/kernel` (I, O), the first reading the last block's H·C_b outputs tiled over the V
+    nodes (the flatten), and `classifier/kernel`.
+    """
+    h, d, v = cfg.heads, cfg.attention_dim, n_nodes
+    links = []
+    width = n_features
+    for b, filters in enumerate(cfg.filters):
+        gate = None
+        if cfg.attention != "adjacency":
+            gate = Gate(
+                f"block{b}/query", f"block{b}/key", (h, width, d), uses=v, mix_flops=2 * v * v
+            )
+        links.append(
+            Link(
+                f"block{b}/conv",
+                (h, width, filters),
+                group_axis=0,
+                in_axis=1,
+                out_axis=2,
+                uses=v,
+                mix_flops=2 * v * v,
+                gate=gate,
+                name=f"block{b}",
+            )
+        )
+        width = h * filters
+    tile = n_nodes
+    for i, hidden in enumerate((*cfg.fc, n_classes)):
+        name = f"fc{i}/kernel" if i < len(cfg.fc) else "classifier/kernel"
+        links.append(Link(name, (width * tile, hidden), tile=tile))
+        width, tile = hidden, 1
+    return Chain(tuple(links))

@@ -19,13 +19,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from gcnprune_jax import chain as chain_lib
+from gcnprune_jax.chain import Chain
 from gcnprune_jax.errors import ConfigError
-from gcnprune_jax.models.gcn import GCNConfig
+from gcnprune_jax.models.gcn import GCNConfig, gcn_chain
 from gcnprune_jax.pruning.api import (
     MaskContext,
     Masks,
     Params,
     PruningMethod,
+    Select,
     prunable_leaves,
     register,
 )
@@ -42,8 +45,6 @@ from gcnprune_jax.pruning.shared import (
 from gcnprune_jax.topology import (
     check_gcn_masks,
     gcn_consistent,
-    gcn_live,
-    gcn_unit_states,
     hard_saturation,
     soft_saturation,
 )
@@ -53,8 +54,8 @@ _MAX_PAIR_TRIALS = 64
 
 
 def tcmp(
-    model: GCNConfig,
-    n_nodes: int,
+    model: GCNConfig | Chain,
+    n_nodes: int | None = None,
     alpha: float = 0.5,
     kappa_start: float = 0.5,
     kappa_end: float = 0.005,
@@ -65,10 +66,13 @@ def tcmp(
     zero_floor: bool = True,
     control: bool = True,
     control_speed: float = 10.0,
+    select: Select | None = None,
 ) -> PruningMethod:
-    """The TCMP method of docs/methods.md#tcmp for the GCN `model` on graphs of `n_nodes` nodes.
+    """The TCMP method of docs/methods.md#tcmp for a network whose feature path is declared.
 
-    model, n_nodes: the network's structure, which defines accessibility (`topology.gcn_live`).
+    model: the network's structure, which defines accessibility: a `chain.Chain` (any model,
+      docs/api.md "Your own model's chain"), or the project's `GCNConfig` with `n_nodes`, the
+      graph's node count (its chain is `models.gcn.gcn_chain`).
     alpha: threshold scale, a_ℓ = α · rms(Ŵ_ℓ at init) (docs/methods.md#thresholds-and-temperature).
     kappa_start, kappa_end: κ_0 and κ_min of the annealed relative temperature τ = κ_t a_ℓ.
       κ_0 = 0.5 (the reconstructed papers'), wider than CTF's 0.2: an entry-wise band-stop passes
@@ -82,14 +86,24 @@ def tcmp(
     zero_floor: rescale the band-stop so it is exactly 0 at Ŵ = 0 at every temperature
       (`shared.band_stop`); without it the budget is out of reach while κ is high.
     control, control_speed: the budget controller, as in CTF (`pruning.ctf.ctf`).
+    select: which leaves are pruned (`api.prunable_leaves`); they must be exactly the chain's
+      tensors. None: the chain's tensors (`Chain.select`), or the GCN's rule for a GCNConfig.
 
     aux = {path: a_ℓ (scalar)}; masks = {path: M̃_ℓ of Ŵ_ℓ's shape}; export =
     `consistent_export` for this model (zero dangling connections).
     """
-    if not isinstance(model, GCNConfig):
-        raise ConfigError(f"tcmp.model must be a GCNConfig, got {type(model).__name__}")
-    if not (isinstance(n_nodes, int) and n_nodes >= 1):
-        raise ConfigError(f"tcmp.n_nodes must be a positive int, got {n_nodes!r}")
+    if isinstance(model, Chain):
+        if n_nodes is not None:
+            raise ConfigError("tcmp.n_nodes is part of the chain; pass only model=Chain(...)")
+    elif isinstance(model, GCNConfig):
+        if not (isinstance(n_nodes, int) and n_nodes >= 1):
+            raise ConfigError(f"tcmp.n_nodes must be a positive int, got {n_nodes!r}")
+    else:
+        raise ConfigError(
+            f"tcmp.model must be a chain.Chain or a GCNConfig, got {type(model).__name__}"
+        )
+    if select is None and isinstance(model, Chain):
+        select = model.select()
     check_budget_options("tcmp", alpha, kappa_start, kappa_end, lam, warmup)
     if not tau_h > 0:
         raise ConfigError(f"tcmp.tau_h must be > 0, got {tau_h}")
@@ -99,7 +113,7 @@ def tcmp(
         # Deterministic: thresholds come from the initial weights
         # (docs/methods.md#thresholds-and-temperature).
         del key
-        return threshold_state(prunable_leaves(latent), alpha, control)
+        return threshold_state(prunable_leaves(latent, select), alpha, control)
 
     def mask(latent: Params, aux: Any, ctx: MaskContext) -> Masks:
         aux, factor = thresholds_of(aux, control, control_speed)
@@ -110,8 +124,10 @@ def tcmp(
         # entries.
         magnitude = {
             name: band_stop(w, aux[name] * factor, kappa * aux[name] * factor, zero_floor)
-            for name, w in prunable_leaves(latent).items()
+            for name, w in prunable_leaves(latent, select).items()
         }
+        if isinstance(model, Chain):
+            return chain_lib.consistent(model, magnitude, h=saturation)
         return gcn_consistent(magnitude, model, n_nodes=n_nodes, h=saturation)
 
     def penalty(latent: Params, aux: Any, ctx: MaskContext, masks: Masks) -> jax.Array:
@@ -126,22 +142,24 @@ def tcmp(
         aux: Any = None,
     ) -> ExportResult:
         del aux  # the soft masks already carry the controller's threshold
+        if isinstance(model, Chain):
+            return consistent_export(soft_masks, latents, target_rate, chain=model)
         return consistent_export(soft_masks, latents, target_rate, cfg=model, n_nodes=n_nodes)
 
-    return PruningMethod("tcmp", init, mask, penalty, export, trainable_aux=control)
+    return PruningMethod("tcmp", init, mask, penalty, export, trainable_aux=control, select=select)
 
 
 class _Network:
-    """The prunable entries of one GCN as one flat boolean vector (paths sorted by name, then
+    """The prunable entries of one chain as one flat boolean vector (paths sorted by name, then
     C order, as `shared.exact_export`), with the topology queries the export needs."""
 
-    def __init__(self, shapes: Mapping[str, tuple[int, ...]], cfg: GCNConfig, n_nodes: int):
+    def __init__(self, shapes: Mapping[str, tuple[int, ...]], net: Chain):
         self.names = sorted(shapes)
         self.shapes = {name: tuple(shapes[name]) for name in self.names}
         sizes = [int(np.prod(self.shapes[name])) for name in self.names]
         self.offsets = dict(zip(self.names, np.cumsum([0, *sizes[:-1]]).tolist(), strict=True))
         self.total = int(sum(sizes))
-        self.cfg, self.n_nodes = cfg, n_nodes
+        self.chain = net
 
     def split(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         return {
@@ -153,69 +171,73 @@ class _Network:
         return np.concatenate([np.asarray(parts[name]).ravel() for name in self.names])
 
     def live(self, keep: np.ndarray) -> np.ndarray:
-        """The kept entries on some input→output path (`topology.gcn_live`), flat."""
-        return self.join(gcn_live(self.split(keep), self.cfg, n_nodes=self.n_nodes))
+        """The kept entries on some input→output path (`chain.live`), flat."""
+        return self.join(chain_lib.live(self.chain, self.split(keep)))
 
     def frontier(self, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(attachable, forward), flat booleans over all entries, from the hard unit states of
-        the kept set (`topology.gcn_unit_states` with h = min(1, x)).
+        the kept set (`chain.unit_states` with h = min(1, x)).
 
         attachable: entries that are live once added to `keep` (by monotonicity of liveness):
-          source unit accessible and target unit co-accessible; for query/key[h, i, j]: input i
-          accessible, head h live and the other projection of dim j already on.
+          source unit accessible and target unit co-accessible; for a gate's query/key[g, i, j]:
+          input i accessible, group g live and the other projection of dim j already on.
         forward: entries whose source side is reachable (input accessible; for query/key also
-          the head live): the first half of a two-entry extension.
+          the group live): the first half of a two-entry extension.
         """
         masks = {name: jnp.asarray(m, jnp.float32) for name, m in self.split(keep).items()}
         states = jax.tree.map(
             lambda s: np.asarray(s) > 0.5,
-            gcn_unit_states(masks, self.cfg, n_nodes=self.n_nodes, h=hard_saturation),
+            chain_lib.unit_states(self.chain, masks, h=hard_saturation),
         )
         attach, forward = {}, {}
-        for name, shape in self.shapes.items():
-            layer, kind = name.rsplit("/", 1)
-            if kind == "kernel":
-                acc_in, co_out = states[f"{name}/acc_in"], states[f"{name}/co_out"]
-                forward[name] = np.broadcast_to(acc_in[:, None], shape)
-                attach[name] = acc_in[:, None] & co_out[None, :]
+        for link in self.chain.links:
+            p = link.prefix
+            acc_in = states[f"{p}/acc_in"][None, None, :, None]
+            co_out = states[f"{p}/co_out"]
+            co_out = (co_out[None] if co_out.ndim == 1 else co_out)[:, None, None, :]
+            canon = link._sizes
+            forward[link.path] = chain_lib._uncanon(np.broadcast_to(acc_in, canon), link)
+            attach[link.path] = chain_lib._uncanon(np.broadcast_to(acc_in & co_out, canon), link)
+            if link.gate is None:
                 continue
-            acc_in = states[f"{layer}/acc_in"][None, :, None]
-            if kind == "conv":
-                forward[name] = np.broadcast_to(acc_in, shape)
-                attach[name] = acc_in & states[f"{layer}/co_out"][:, None, :]
-            else:  # query or key: its partner projection must already be on
-                head = states[f"{layer}/head_live"][:, None, None]
-                other = states[f"{layer}/{'key' if kind == 'query' else 'query'}_on"]
-                forward[name] = np.broadcast_to(acc_in & head, shape)
-                attach[name] = acc_in & head & other[:, None, :]
+            head = states[f"{p}/group_live"][:, None, None, None]
+            gate = link.gate
+            for name, other in ((gate.query, "key_on"), (gate.key, "query_on")):
+                on = states[f"{p}/{other}"][:, None, None, :]
+                forward[name] = chain_lib._uncanon(
+                    np.broadcast_to(acc_in & head, gate._sizes), gate
+                )
+                attach[name] = chain_lib._uncanon(
+                    np.broadcast_to(acc_in & head & on, gate._sizes), gate
+                )
         return self.join(attach), self.join(forward)
 
     def path(self, live: np.ndarray, rank: np.ndarray) -> np.ndarray:
-        """One input→output path (one conv entry per block, one entry per kernel) inside the
-        non-empty live set `live`, choosing layer by layer from the classifier backwards the
-        live entry of best rank into the unit already chosen. Flat boolean."""
+        """One input→output path (one entry per link) inside the non-empty live set `live`,
+        choosing link by link from the last backwards the live entry of best rank into the
+        unit already chosen. Flat boolean."""
         parts, ranks = self.split(live), self.split(rank)
         chosen = {name: np.zeros(shape, bool) for name, shape in self.shapes.items()}
-        kernels = [f"fc{i}/kernel" for i in range(len(self.cfg.fc))] + ["classifier/kernel"]
 
-        def best(candidates: np.ndarray, order: np.ndarray) -> int:
-            return int(np.flatnonzero(candidates)[np.argmin(order[candidates])])
-
-        unit = None  # the unit (input row of the later layer) the current layer must feed
-        for name in reversed(kernels):
+        unit = None  # the output unit (g·O + o) the current link must feed
+        for link in reversed(self.chain.links):
+            canon_live = chain_lib._canon(parts[link.path], link)  # (G, T, I, O)
+            canon_rank = chain_lib._canon(ranks[link.path], link)
             if unit is None:
-                flat = best(parts[name].ravel(), ranks[name].ravel())
-                row, col = np.unravel_index(flat, self.shapes[name])
+                candidates, order = canon_live, canon_rank
             else:
-                col, row = unit, best(parts[name][:, unit], ranks[name][:, unit])
-            chosen[name][row, col] = True
-            unit = int(row)
-        for b in reversed(range(len(self.cfg.filters))):
-            name, filters = f"block{b}/conv", self.cfg.filters[b]
-            head, out = divmod(unit % (self.cfg.heads * filters), filters)
-            row = best(parts[name][head, :, out], ranks[name][head, :, out])
-            chosen[name][head, row, out] = True
-            unit = row
+                g, o = divmod(unit, link._sizes[3])
+                candidates = np.zeros_like(canon_live)
+                candidates[g, :, :, o] = canon_live[g, :, :, o]
+                order = canon_rank
+            flat = np.flatnonzero(candidates)
+            best = int(flat[np.argmin(order.ravel()[flat])])
+            g, t, i, o = np.unravel_index(best, link._sizes)
+            pick = np.zeros(link._sizes, bool)
+            pick[g, t, i, o] = True
+            chosen[link.path] |= chain_lib._uncanon(pick, link)
+            n_prev = link._sizes[2] // link.tile
+            unit = int(i) % n_prev
         return self.join(chosen)
 
 
@@ -224,21 +246,22 @@ def consistent_export(
     latents: Mapping[str, ArrayLike],
     target_rate: float,
     *,
-    cfg: GCNConfig,
-    n_nodes: int,
+    cfg: GCNConfig | None = None,
+    n_nodes: int | None = None,
+    chain: Chain | None = None,
 ) -> ExportResult:
     """Exact export of docs/methods.md#shared-notation with the guarantee of docs/methods.md#tcmp:
     crisp masks with zero dangling connections (`topology.dangling_connections` == 0) and exactly c
     = keep_count(N, r) kept entries whenever the search below finds such a set.
 
-    soft_masks: {path: ψ_ℓ} (TCMP's consistent masks M̃), latents: {path: Ŵ_ℓ}, same keys, the
-    GCN's prunable tensors for `cfg` and `n_nodes`. Entries are ranked as in
-    `shared.exact_export`: ψ descending, then |Ŵ| descending, then global index.
+    soft_masks: {path: ψ_ℓ} (TCMP's consistent masks M̃), latents: {path: Ŵ_ℓ}, same keys: the
+    tensors of `chain`, or the GCN's prunable tensors for `cfg` and `n_nodes`. Entries are
+    ranked as in `shared.exact_export`: ψ descending, then |Ŵ| descending, then global index.
 
     1. Prefix: the largest k ≥ c such that the top-k entries have at most c live entries
-       (`gcn_live`, monotone in the kept set, so a binary search); keep those live entries.
+       (`chain.live`, monotone in the kept set, so a binary search); keep those live entries.
     2. Seed: if that is empty (closing the first path would exceed c), keep one input→output
-       path of n_blocks + n_fc + 1 entries, taken backwards from the classifier through the
+       path of one entry per link, taken backwards from the last link through the
        best-ranked live entries of the smallest prefix that has any.
     3. Fill: on a dangling-free set, adding one entry adds exactly itself or nothing (liveness
        is monotone and the set is a fixed point). Add the best-ranked "attachable" entries
@@ -248,7 +271,7 @@ def consistent_export(
        live; if only one entry was missing, then drop the worst-ranked entry whose removal
        leaves the rest live. Repeat.
 
-    Exactly c is impossible when 0 < c < n_blocks + n_fc + 1 (no path is that short): the
+    Exactly c is impossible when 0 < c < (number of links) (no path is that short): the
     export then keeps nothing. The search can also stop short of c (found only on tiny
     adversarial networks, e.g. one feature and one head) when no pair, or no removable
     entry, is found among the first `_MAX_PAIR_TRIALS` candidates, or when growing needs
@@ -267,10 +290,20 @@ def consistent_export(
             raise ValueError(
                 f"mask of {name!r} has shape {shape}, its latent tensor {np.shape(latents[name])}"
             )
-    check_gcn_masks(
-        {name: np.ones(shape, bool) for name, shape in shapes.items()}, cfg, n_nodes=n_nodes
-    )
-    net = _Network(shapes, cfg, n_nodes)
+    ones = {name: np.ones(shape, bool) for name, shape in shapes.items()}
+    if chain is None:
+        if cfg is None or n_nodes is None:
+            raise ValueError("consistent_export needs chain=, or cfg= and n_nodes= of the GCN")
+        check_gcn_masks(ones, cfg, n_nodes=n_nodes)
+        chain = gcn_chain(
+            cfg,
+            n_nodes=n_nodes,
+            n_features=shapes["block0/conv"][1],
+            n_classes=shapes["classifier/kernel"][1],
+        )
+    else:
+        chain.check(ones)
+    net = _Network(shapes, chain)
     psi = net.join({name: np.asarray(m, np.float64) for name, m in soft_masks.items()})
     magnitude = np.abs(net.join({name: np.asarray(w, np.float64) for name, w in latents.items()}))
     if not (np.all(np.isfinite(psi)) and np.all(np.isfinite(magnitude))):

@@ -133,7 +133,8 @@ def prune(
     prune_at: magnitude / structured: the fraction of the epochs trained dense before the
       masks are selected.
     chain: the feature path of your model (`chain.Chain`, e.g. `chain.sequential`): the
-      default `select` becomes its tensors, TCMP reads it (`model=chain`), and the result
+      default `select` becomes its tensors, TCMP reads it (`model=chain`), SSP keeps the
+      last link's columns (the logits: `logit_layer=`), and the result
       counts dangling connections and FLOPs (docs/api.md, "Your own model's chain").
     epoch_loop: `Trainer`'s: "scan" (a chunk of epochs is one compiled loop), "python" (one
       compiled epoch called per epoch), or "auto": "python" on CPU when `apply` contains a
@@ -160,6 +161,8 @@ def prune(
                     '"Your own model\'s chain")'
                 )
             hyper["model"] = chain
+        if name == "ssp" and chain is not None and "logit_layer" not in hyper:
+            hyper["logit_layer"] = chain.links[-1].path
         method = api.get(name, **({"select": select} if select is not None else {}), **hyper)
         default_finetune = method_defaults(name).get("finetune", 0.0)
     else:

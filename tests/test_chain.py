@@ -180,3 +180,12 @@ def test_tcmp_prunes_a_users_mlp_given_its_chain():
     assert pruned.flops["dense"] == chain.dense_flops(net)
     with pytest.raises(ConfigError, match="chain="):
         fit.prune(apply, params, "tcmp", 0.5, (x, y), epochs=4)
+
+
+def test_ssp_never_prunes_the_columns_of_the_declared_logit_layer():
+    from gcnprune_jax.pruning.ssp import KINDS, chosen_kinds
+
+    gates = {"head/kernel": np.array([[0.0, 0.0, 0.0, 0.0]])}
+    gates["head/kernel"][0, KINDS.index("column")] = 5.0  # the gate prefers whole columns
+    assert chosen_kinds(gates)["head/kernel"] == ["column"]  # not the GCN's classifier name
+    assert chosen_kinds(gates, "head/kernel")["head/kernel"] != ["column"]

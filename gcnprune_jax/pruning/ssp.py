@@ -82,14 +82,15 @@ def gate_probabilities(logits: ArrayLike, temperature: ArrayLike) -> jax.Array:
     return jax.nn.softmax(jnp.asarray(logits) / temperature, axis=-1)
 
 
-def _kind_bias(n_channels: int, name: str = "") -> jax.Array:
+def _kind_bias(n_channels: int, name: str = "", logit_layer: str | None = None) -> jax.Array:
     """Additive logit bias (4,) that rules granularities out: −inf on "channel" for a
     single-channel tensor (a plain kernel such as an FC layer), where pruning the channel
     would remove the whole layer and disconnect the network; and on "column" for the
     classifier, whose columns are the class logits (pruning one makes its class
-    unpredictable). 0 otherwise."""
+    unpredictable): the tensor named `logit_layer`, or by default one whose path ends in
+    `classifier/kernel`. 0 otherwise."""
     blocked = {"channel"} if n_channels == 1 else set()
-    if name.endswith("classifier/kernel"):
+    if name == logit_layer if logit_layer is not None else name.endswith("classifier/kernel"):
         blocked |= {"column", "channel"}
     return jnp.asarray([-jnp.inf if k in blocked else 0.0 for k in KINDS], jnp.float32)
 
@@ -196,6 +197,7 @@ def ssp(
     control: bool = False,
     control_speed: float = 10.0,
     select: Select | None = None,
+    logit_layer: str | None = None,
 ) -> PruningMethod:
     """The SSP method of docs/methods.md#ssp.
 
@@ -224,6 +226,9 @@ def ssp(
     control, control_speed: the budget controller, as in CTF (`pruning.ctf.ctf`); the
       trained state is then {"gates": {path: θ_ℓ}, "shift": θ} instead of {path: θ_ℓ}.
     select: which leaves are pruned (`api.prunable_leaves`); None = the GCN's rule.
+    logit_layer: the path of the tensor whose columns are the class logits (no column or channel
+      pruning there); None: a path ending in `classifier/kernel` (the GCN's). `fit.prune` with
+      a `chain` passes its last link.
 
     aux = ({path: a_ℓ}, {path: θ_ℓ (G, 4)}), θ initialized to 0 (all granularities equal).
     """
@@ -272,7 +277,7 @@ def ssp(
         masks = {}
         for name, w in prunable_leaves(latent, select).items():
             w_gio = as_gio(w if weights_grad else jax.lax.stop_gradient(w))
-            logits = gate_scale * gates[name] + _kind_bias(w_gio.shape[0], name)
+            logits = gate_scale * gates[name] + _kind_bias(w_gio.shape[0], name, logit_layer)
             pi = gate_probabilities(
                 logits if gates_grad else jax.lax.stop_gradient(logits), tau_gate
             )
@@ -306,18 +311,22 @@ def ssp(
         *,
         aux: Any,
     ) -> ExportResult:
-        return gated_export(soft_masks, latents, target_rate, chosen_kinds(gates_of(aux[1])))
+        return gated_export(
+            soft_masks, latents, target_rate, chosen_kinds(gates_of(aux[1]), logit_layer)
+        )
 
     return PruningMethod("ssp", init, mask, penalty, export, trainable_aux=True, select=select)
 
 
-def chosen_kinds(gates: Mapping[str, ArrayLike]) -> dict[str, list[str]]:
+def chosen_kinds(gates: Mapping[str, ArrayLike], logits: str | None = None) -> dict[str, list[str]]:
     """{path: [granularity per channel]}: argmax of each channel's gate logits, i.e. the
     one-hot limit of π_g as τ_gate → 0 (ties go to the finer granularity, KINDS order).
     Ruled-out granularities are never chosen (see `_kind_bias`)."""
     out = {}
     for name, g in gates.items():
-        g = np.asarray(g, np.float64) + np.asarray(_kind_bias(np.shape(g)[0], name), np.float64)
+        g = np.asarray(g, np.float64) + np.asarray(
+            _kind_bias(np.shape(g)[0], name, logits), np.float64
+        )
         out[name] = [KINDS[k] for k in np.argmax(g, axis=-1).tolist()]
     return out
 

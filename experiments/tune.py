@@ -61,8 +61,17 @@ VARIANTS: dict[str, dict[str, list[str]]] = {
         "zf+ft": _ZF + _FT,
         "zf+ce": _ZF + _CE,
         "zf+ce+ft": _ZF + _CE + _FT,
+        "zf+bc": _ZF + _BC,
+        "zf+bc+ft": _ZF + _BC + _FT,
     },
-    "ssp": {"default": [], "zf": _ZF, "ft": _FT, "zf+ft": _ZF + _FT, "zf+bc+ft": _ZF + _BC + _FT},
+    "ssp": {
+        "default": [],
+        "zf": _ZF,
+        "ft": _FT,
+        "zf+ft": _ZF + _FT,
+        "zf+bc+ft": _ZF + _BC + _FT,
+        "bc+ft": _BC + _FT,
+    },
     "tcmp": {
         "default": [],
         "zf": _ZF,

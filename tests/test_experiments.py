@@ -144,3 +144,38 @@ def test_block_diagonal_places_each_channel_on_the_diagonal():
     assert image.shape == (4, 6)
     assert (image[:2, :3] == masks[0]).all() and (image[2:, 3:] == masks[1]).all()
     assert np.isnan(image[:2, 3:]).all() and np.isnan(image[2:, :3]).all()
+
+
+def test_claims_judge_each_claim_and_mark_the_pareto_front():
+    import claims
+
+    assert claims.pareto_front([(1.0, 90.0), (0.5, 91.0), (0.2, 80.0), (0.3, 70.0)]) == [
+        (0.2, 80.0),
+        (0.5, 91.0),
+    ]
+
+    def rec(method, rate, acc, flops, dangling=0):
+        return {
+            "method": method,
+            "target_rate": rate,
+            "realized_rate": rate,
+            "accuracy": acc,
+            "flops_structured": flops,
+            "flops_dense": 100,
+            "dangling_connections": dangling,
+        }
+
+    records = [
+        rec("magnitude", 0.98, 0.90, 60),
+        rec("ctf", 0.98, 0.89, 20),  # 1 point below at a third of the FLOPs: holds
+        rec("tcmp", 0.98, 0.91, 30, dangling=3),  # better, but dangling: does not hold
+        rec("ssp", 0.98, 0.92, 10),
+    ]
+    conf = {"rates": [0.98], "methods": ["magnitude", "ctf", "tcmp", "ssp"]}
+    text = "\n".join(claims.claims("x", conf, claims.group(records)))
+    ctf = next(line for line in text.splitlines() if line.startswith("| 0.98 | 89.00"))
+    assert ctf.endswith("| holds |")
+    tcmp = next(line for line in text.splitlines() if "| 3 |" in line)
+    assert tcmp.endswith("| does not hold |")
+    assert "| 0.98 | ssp 92.00 (n=1) | 90.00 (n=1) | holds |" in text
+    assert "| 0.99 | missing | missing | not yet measured |" in text

@@ -39,7 +39,9 @@ from gcnprune_jax.train import (
     DENSE,
     Context,
     FoldData,
+    Objective,
     Split,
+    TrainConfig,
     Trainer,
     TrainState,
     learning_rate,
@@ -165,7 +167,7 @@ def fold_keys(seed: int, folds: tuple[int, ...]) -> jax.Array:
 # Registered as mask functions, but not trainable by runs yet.
 _NOT_WIRED: tuple[str, ...] = ()
 
-# Pieces of at most this many epochs are one compiled program each (see `Run.piece_epochs`).
+# Pieces of at most this many epochs are one compiled program each (see `Plan.piece_epochs`).
 PIECE_EPOCHS = 10
 # Default wall-clock interval between checkpoints inside a chunk (`run_training`).
 CHECKPOINT_EVERY_S = 60.0
@@ -209,89 +211,158 @@ def _method_hyper(cfg: RunConfig, n_nodes: int) -> dict[str, Any]:
     }.get(cfg.method, {})
 
 
-class Run:
-    """A configured run: dataset, stacked fold data, model, trainer and initial state.
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a run trains and when its phases change, from the config alone (no data, no model).
 
-    Three kinds of method share the one train program (docs/methods.md#baselines for the baselines):
+    Three kinds of method share the one train program (docs/methods.md#baselines for the
+    baselines):
     - dense: no mask;
     - a baseline (`pruning.baselines.BASELINES`): the `fixed` mask objective, its mask the
       method state; magnitude and structured train with all-ones masks until `prune_epoch`,
       then select the mask from the trained weights and fine-tune; random and SNIP select at
       initialization;
     - a learned method (the `pruning.api` registry, e.g. ctf): its soft masks and penalty at
-      the target rate, with the exact export (docs/methods.md#shared-notation) at the end.
+      the target rate, with the exact export (docs/methods.md#shared-notation) at the end, or
+      at `finetune_epoch` when its crisp masks are then fine-tuned (same total epochs).
     """
 
-    def __init__(self, cfg: RunConfig, ds: SkeletonDataset) -> None:
-        self.cfg = cfg
-        self.ds = ds
-        self.baseline = BASELINES.get(cfg.method)
-        self.method = None
-        if cfg.method != "dense" and self.baseline is None:
+    cfg: RunConfig
+    method: pruning_api.PruningMethod | None
+    baseline: Any
+    prune_epoch: int | None
+    finetune_epoch: int | None
+
+    @classmethod
+    def of(cls, cfg: RunConfig, n_nodes: int) -> Plan:
+        baseline = BASELINES.get(cfg.method)
+        method = None
+        if cfg.method != "dense" and baseline is None:
             if cfg.method not in pruning_api.names() or cfg.method in _NOT_WIRED:
                 available = sorted(set(pruning_api.names()) - {*_NOT_WIRED})
                 raise ConfigError(
                     f"--method {cfg.method}: described in docs/methods.md but not implemented in "
                     f"this version; available methods: {', '.join(available)}"
                 )
-            self.method = pruning_api.get(cfg.method, **_method_hyper(cfg, ds.n_nodes))
-        self.prune_epoch = None
-        if self.baseline is not None and not self.baseline.at_init:
+            method = pruning_api.get(cfg.method, **_method_hyper(cfg, n_nodes))
+        prune_epoch = None
+        if baseline is not None and not baseline.at_init:
             if cfg.train.epochs < 2:
                 raise ConfigError(
                     f"--epochs {cfg.train.epochs}: {cfg.method} trains, prunes and fine-tunes, "
                     "which needs at least 2 epochs"
                 )
             epoch = round(cfg.pruning.prune_at * cfg.train.epochs)
-            self.prune_epoch = min(max(epoch, 1), cfg.train.epochs - 1)
-        # Learned methods with fine-tuning: soft masks until `finetune_epoch`, then the crisp
-        # masks of the exact export are fixed and the weights fine-tuned (same total epochs).
-        self.finetune_epoch = None
-        if self.method is not None and cfg.pruning.finetune > 0:
+            prune_epoch = min(max(epoch, 1), cfg.train.epochs - 1)
+        finetune_epoch = None
+        if method is not None and cfg.pruning.finetune > 0:
             if cfg.train.epochs < 2:
                 raise ConfigError(
                     f"--epochs {cfg.train.epochs}: --finetune needs at least 2 epochs"
                 )
             epoch = cfg.train.epochs - round(cfg.pruning.finetune * cfg.train.epochs)
-            self.finetune_epoch = min(max(epoch, 1), cfg.train.epochs - 1)
-        self.data = make_fold_data(ds, cfg)
-        self.adjacency = normalized_adjacency(ds.n_nodes, ds.edges)
-        self.model_dims = {
-            "n_nodes": ds.n_nodes,
-            "n_features": cfg.features.n_features,
-            "n_classes": ds.n_classes,
-        }
-        # One (init, train) key pair per fold; every fold's model has the same graph, so the
-        # first build's `apply` serves all of them.
-        key_pairs = [jax.random.split(key) for key in fold_keys(cfg.seed, cfg.folds)]
-        builds = [
-            build_gcn(cfg.model, adjacency=self.adjacency, key=init_key, **self.model_dims)
-            for init_key, _ in key_pairs
-        ]
-        self.apply_fn = builds[0][0]
-        n_train = self.data.train.y.shape[1]
-        self.fixed_objective = pruning_api.to_objective(fixed(), 0.0)
-        # The method's schedules (temperature, budget ramp, learning rate) span its soft
-        # phase: with fine-tuning, the masks are crisp when the export fixes them.
-        method_train = cfg.train
+            finetune_epoch = min(max(epoch, 1), cfg.train.epochs - 1)
+        return cls(cfg, method, baseline, prune_epoch, finetune_epoch)
+
+    def objective(self) -> Objective:
+        """The train step's objective of the first phase."""
+        if self.cfg.method == "mrmp":
+            return pruning_api.to_multi_rate_objective(self.method, self.cfg.pruning.rates)
+        if self.method is not None:
+            return pruning_api.to_objective(self.method, self.cfg.target_rate)
+        if self.baseline is not None:
+            return FIXED_OBJECTIVE
+        return DENSE
+
+    def soft_train_config(self) -> TrainConfig:
+        """The first phase's TrainConfig: the method's schedules (temperature, budget ramp,
+        learning rate) span its soft phase, so with fine-tuning the masks are crisp when the
+        export fixes them."""
+        if self.finetune_epoch is None:
+            return self.cfg.train
+        return dataclasses.replace(self.cfg.train, epochs=self.finetune_epoch)
+
+    def chunks(self, start_epoch: int) -> list[tuple[int, int]]:
+        """(first, last) epoch ranges of the chunks from `start_epoch` on. The grid is fixed by
+        the config (chunks of `chunk_epochs`, split at the pruning and fine-tuning epochs);
+        a run resumed from a checkpoint inside a chunk starts with the rest of that chunk."""
+        total, size = self.cfg.train.epochs, self.cfg.train.chunk_epochs
+        bounds = set(range(0, total, size)) | {total}
+        if self.prune_epoch is not None:
+            bounds.add(self.prune_epoch)
         if self.finetune_epoch is not None:
-            method_train = dataclasses.replace(cfg.train, epochs=self.finetune_epoch)
-        if cfg.method == "mrmp":
-            objective = pruning_api.to_multi_rate_objective(self.method, cfg.pruning.rates)
-        elif self.method is not None:
-            objective = pruning_api.to_objective(self.method, cfg.target_rate)
-        elif self.baseline is not None:
-            objective = self.fixed_objective
-        else:
-            objective = DENSE
-        self.trainer = Trainer(self.apply_fn, method_train, objective, n_train=n_train)
-        # Crisp masks at export: the exported network runs on Ŵ ⊙ m with m held in `aux`.
-        self.export_trainer = Trainer(
-            self.apply_fn, cfg.train, self.fixed_objective, n_train=n_train
+            bounds.add(self.finetune_epoch)
+        edges = sorted(bounds)
+        return [(max(a, start_epoch), b) for a, b in itertools.pairwise(edges) if b > start_epoch]
+
+    @property
+    def piece_epochs(self) -> int:
+        """Epochs per compiled program. Chunks are trained in pieces on a grid of this size
+        (so that a checkpoint can be written between pieces, on a wall-clock interval);
+        every piece of a run has this length except at chunk edges off the grid. The
+        parameters do not depend on it (an epoch is the same program step however the
+        epochs are grouped)."""
+        return math.gcd(self.cfg.train.chunk_epochs, PIECE_EPOCHS)
+
+    def pieces(self, first: int, last: int) -> list[tuple[int, int]]:
+        """(a, b) epoch ranges covering the chunk (first, last) on the piece grid."""
+        size = self.piece_epochs
+        edges = sorted({first, last} | set(range(first - first % size + size, last, size)))
+        return list(itertools.pairwise(edges))
+
+
+FIXED_OBJECTIVE = pruning_api.to_objective(fixed(), 0.0)
+
+
+class FoldModels(NamedTuple):
+    """The GCN of a run, one initialization per fold (every fold's model has the same graph,
+    so one `apply_fn` serves all of them)."""
+
+    apply_fn: Any
+    adjacency: Any
+    dims: dict[str, int]  # n_nodes, n_features, n_classes
+    latents: list[dict[str, Any]]  # each fold's initial parameters
+    keys: list[tuple[jax.Array, jax.Array]]  # each fold's (init, train) keys
+
+
+def build_fold_models(cfg: RunConfig, ds: SkeletonDataset) -> FoldModels:
+    """One (init, train) key pair per fold from the run seed, and each fold's GCN."""
+    adjacency = normalized_adjacency(ds.n_nodes, ds.edges)
+    dims = {
+        "n_nodes": ds.n_nodes,
+        "n_features": cfg.features.n_features,
+        "n_classes": ds.n_classes,
+    }
+    keys = [tuple(jax.random.split(key)) for key in fold_keys(cfg.seed, cfg.folds)]
+    builds = [
+        build_gcn(cfg.model, adjacency=adjacency, key=init_key, **dims) for init_key, _ in keys
+    ]
+    return FoldModels(builds[0][0], adjacency, dims, [latent for _, latent in builds], keys)
+
+
+class Run:
+    """A configured run, composed of parts with one job each: the `Plan` (method and phase
+    schedule), the stacked `FoldData`, the `FoldModels`, the two trainers (the method's, and
+    the fixed-mask one of fine-tuning and evaluation after the export) and the stacked initial
+    state. `run_training` drives the chunk loop, `export` turns a state into crisp masks and
+    `summarize` into `result.json`.
+    """
+
+    def __init__(self, cfg: RunConfig, ds: SkeletonDataset) -> None:
+        self.cfg = cfg
+        self.ds = ds
+        self.plan = Plan.of(cfg, ds.n_nodes)
+        self.data = make_fold_data(ds, cfg)
+        self.models = build_fold_models(cfg, ds)
+        n_train = self.data.train.y.shape[1]
+        self.trainer = Trainer(
+            self.apply_fn, self.plan.soft_train_config(), self.plan.objective(), n_train=n_train
         )
+        # Crisp masks at export: the exported network runs on Ŵ ⊙ m with m held in `aux`.
+        self.export_trainer = Trainer(self.apply_fn, cfg.train, FIXED_OBJECTIVE, n_train=n_train)
         states = []
-        for fold, ((init_key, train_key), (_, latent)) in enumerate(
-            zip(key_pairs, builds, strict=True)
+        for fold, ((init_key, train_key), latent) in enumerate(
+            zip(self.models.keys, self.models.latents, strict=True)
         ):
             method_key = jax.random.fold_in(init_key, 1)
             if self.method is not None and self.method.prepare is not None:
@@ -302,6 +373,24 @@ class Run:
                 )
             )
         self.initial_state: TrainState = stack_trees(states)
+
+    # The parts' fields, under the names callers use.
+    method = property(lambda self: self.plan.method)
+    baseline = property(lambda self: self.plan.baseline)
+    prune_epoch = property(lambda self: self.plan.prune_epoch)
+    finetune_epoch = property(lambda self: self.plan.finetune_epoch)
+    apply_fn = property(lambda self: self.models.apply_fn)
+    adjacency = property(lambda self: self.models.adjacency)
+    model_dims = property(lambda self: self.models.dims)
+    piece_epochs = property(lambda self: self.plan.piece_epochs)
+
+    def chunks(self, start_epoch: int) -> list[tuple[int, int]]:
+        """`Plan.chunks`."""
+        return self.plan.chunks(start_epoch)
+
+    def pieces(self, first: int, last: int) -> list[tuple[int, int]]:
+        """`Plan.pieces`."""
+        return self.plan.pieces(first, last)
 
     def _initial_aux(self, latent: dict[str, Any], key: jax.Array, fold: int) -> Any:
         if self.method is not None:
@@ -335,9 +424,8 @@ class Run:
     def prune(self, state: TrainState) -> TrainState:
         """The pruning step of magnitude / structured pruning at `prune_epoch`: select each
         fold's mask from its trained weights, and restart the optimizer for fine-tuning."""
-        key_pairs = [jax.random.split(key) for key in fold_keys(self.cfg.seed, self.cfg.folds)]
         aux = []
-        for fold, (init_key, _) in enumerate(key_pairs):
+        for fold, (init_key, _) in enumerate(self.models.keys):
             latent = jax.tree.map(lambda a, f=fold: a[f], state.latent)
             aux.append(self._select(latent, jax.random.fold_in(init_key, 1), None))
         opt_state = jax.vmap(self.trainer.optimizer.init)(state.latent)
@@ -380,34 +468,6 @@ class Run:
         of the fixed-mask trainer on the latent weights."""
         opt_state = jax.vmap(self.export_trainer.optimizer.init)(state.latent)
         return state._replace(aux=masks, opt_state=opt_state)
-
-    def chunks(self, start_epoch: int) -> list[tuple[int, int]]:
-        """(first, last) epoch ranges of the chunks from `start_epoch` on. The grid is fixed by
-        the config (chunks of `chunk_epochs`, split at the pruning and fine-tuning epochs);
-        a run resumed from a checkpoint inside a chunk starts with the rest of that chunk."""
-        total, size = self.cfg.train.epochs, self.cfg.train.chunk_epochs
-        bounds = set(range(0, total, size)) | {total}
-        if self.prune_epoch is not None:
-            bounds.add(self.prune_epoch)
-        if self.finetune_epoch is not None:
-            bounds.add(self.finetune_epoch)
-        edges = sorted(bounds)
-        return [(max(a, start_epoch), b) for a, b in itertools.pairwise(edges) if b > start_epoch]
-
-    @property
-    def piece_epochs(self) -> int:
-        """Epochs per compiled program. Chunks are trained in pieces on a grid of this size
-        (so that a checkpoint can be written between pieces, on a wall-clock interval);
-        every piece of a run has this length except at chunk edges off the grid. The
-        parameters do not depend on it (an epoch is the same program step however the
-        epochs are grouped)."""
-        return math.gcd(self.cfg.train.chunk_epochs, PIECE_EPOCHS)
-
-    def pieces(self, first: int, last: int) -> list[tuple[int, int]]:
-        """(a, b) epoch ranges covering the chunk (first, last) on the piece grid."""
-        size = self.piece_epochs
-        edges = sorted({first, last} | set(range(first - first % size + size, last, size)))
-        return list(itertools.pairwise(edges))
 
     def export(self, state: TrainState, facts: dict[str, Any] | None = None) -> Export:
         """Crisp masks of every fold (docs/methods.md#exact-export exact export for learned methods)

@@ -43,11 +43,11 @@ PINS = {
         4.883195307274946,
         322.601970948037,
     ),
-    "ctf": Pin(
-        "f2f6387677aefaab7fe803843b27c7119647ecbd62ceb1bbea2d6df179907c32",
+    "ctf": Pin(  # re-pinned when fine-tuning became CTF's default
+        "7233f266a1c5e44be54d2a5e3e2a9044c91f4970d9440a6a170768e8628b917e",
         234,
-        6.2062638225932005,
-        317.1736300683526,
+        6.2647487506619655,
+        319.6837345767417,
     ),
     "ssp": Pin(
         "d33c7b3dcd29cb14336b7b8e7f0be841e8cdb286b730e8294417f5a9c6ecbf75",

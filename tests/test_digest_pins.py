@@ -49,11 +49,11 @@ PINS = {
         6.2647487506619655,
         319.6837345767417,
     ),
-    "ssp": Pin(
-        "d33c7b3dcd29cb14336b7b8e7f0be841e8cdb286b730e8294417f5a9c6ecbf75",
+    "ssp": Pin(  # re-pinned when the budget controller became SSP's default
+        "bb378696b60f3f84ac1912a07993f41820e27c947426778ddbc8e3b0fbb2505e",
         234,
-        6.1464148672139345,
-        316.3692712987295,
+        6.145127872297053,
+        316.38531232862533,
     ),
     "tcmp": Pin(
         "698927b6a365ac1c37d8f07f961907ae32e9a9f27d2c3acccd1c554751bca80d",

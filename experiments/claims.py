@@ -60,8 +60,14 @@ def _fmt(c: dict[str, Any] | None) -> str:
     return f"{c['acc']:.2f}{spread} (n={c['n']})"
 
 
-def _verdict(ok: bool | None) -> str:
-    return {True: "holds", False: "does not hold", None: "not yet measured"}[ok]
+SEEDS = 3  # the grids' seeds: a verdict on fewer is marked provisional
+
+
+def _verdict(ok: bool | None, *cells: dict[str, Any] | None) -> str:
+    text = {True: "holds", False: "does not hold", None: "not yet measured"}[ok]
+    if ok is not None and any(c is not None and c["n"] < SEEDS for c in cells):
+        text += f" (so far: {min(c['n'] for c in cells if c is not None)} of {SEEDS} seeds)"
+    return text
 
 
 def claims(name: str, conf: dict[str, Any], groups: dict) -> list[str]:
@@ -85,7 +91,7 @@ def claims(name: str, conf: dict[str, Any], groups: dict) -> list[str]:
             ok = c["acc"] >= m["acc"] - CLOSE and c["flops"] <= FAR_LOWER * m["flops"]
         delta = f"{c['acc'] - m['acc']:+.2f}" if c and m else ""
         ratio = f"{c['flops']:.3f} / {m['flops']:.3f}" if c and m else ""
-        rows.append(f"| {r:g} | {_fmt(c)} | {_fmt(m)} | {delta} | {ratio} | {_verdict(ok)} |")
+        rows.append(f"| {r:g} | {_fmt(c)} | {_fmt(m)} | {delta} | {ratio} | {_verdict(ok, c, m)} |")
     table(
         "CTF: close to unstructured accuracy at far lower structured FLOPs",
         header,
@@ -97,7 +103,7 @@ def claims(name: str, conf: dict[str, Any], groups: dict) -> list[str]:
     for r in rates:
         s, st, m = (_cell(groups, k, r) for k in ("ssp", "structured", "magnitude"))
         ok = None if not (s and st and m) else s["acc"] > st["acc"] and s["acc"] > m["acc"]
-        rows.append(f"| {r:g} | {_fmt(s)} | {_fmt(st)} | {_fmt(m)} | {_verdict(ok)} |")
+        rows.append(f"| {r:g} | {_fmt(s)} | {_fmt(st)} | {_fmt(m)} | {_verdict(ok, s, st, m)} |")
     table("SSP: beats structured and unstructured pruning taken separately", header, rows)
 
     header = "| rate | TCMP | dangling (max over seeds) | magnitude | verdict |"
@@ -108,7 +114,7 @@ def claims(name: str, conf: dict[str, Any], groups: dict) -> list[str]:
         if t and m:
             ok = t["dangling"] == 0 and (r not in HIGH or t["acc"] > m["acc"])
         dangling = "" if t is None else str(t["dangling"])
-        rows.append(f"| {r:g} | {_fmt(t)} | {dangling} | {_fmt(m)} | {_verdict(ok)} |")
+        rows.append(f"| {r:g} | {_fmt(t)} | {dangling} | {_fmt(m)} | {_verdict(ok, t, m)} |")
     table(
         "TCMP: no dangling connections, and better than magnitude pruning at very high rates "
         f"({', '.join(map(str, HIGH))})",
@@ -124,7 +130,7 @@ def claims(name: str, conf: dict[str, Any], groups: dict) -> list[str]:
         if p and m:
             ok = p["realized"] < 1e-4 and (r not in HIGH or p["acc"] > m["acc"])
         realized = "" if p is None else f"{p['realized']:.1e}"
-        rows.append(f"| {r:g} | {_fmt(p)} | {realized} | {_fmt(m)} | {_verdict(ok)} |")
+        rows.append(f"| {r:g} | {_fmt(p)} | {realized} | {_fmt(m)} | {_verdict(ok, p, m)} |")
     table(
         "PMP: any rate exactly, and better than magnitude pruning at very high rates", header, rows
     )
@@ -135,7 +141,7 @@ def claims(name: str, conf: dict[str, Any], groups: dict) -> list[str]:
         mr, p = _cell(groups, "mrmp", r), _cell(groups, "pmp", r)
         ok = None if not (mr and p) else mr["acc"] >= p["acc"] - CLOSE
         delta = f"{mr['acc'] - p['acc']:+.2f}" if mr and p else ""
-        rows.append(f"| {r:g} | {_fmt(mr)} | {_fmt(p)} | {delta} | {_verdict(ok)} |")
+        rows.append(f"| {r:g} | {_fmt(mr)} | {_fmt(p)} | {delta} | {_verdict(ok, mr, p)} |")
     table("MRMP: one training serves every rate, close to single-rate training", header, rows)
 
     header = "| rate | best learned method | magnitude | verdict |"
@@ -149,7 +155,7 @@ def claims(name: str, conf: dict[str, Any], groups: dict) -> list[str]:
         m = _cell(groups, "magnitude", r)
         ok = None if not (best and m) else best[1]["acc"] >= m["acc"]
         label = "missing" if best is None else f"{best[0]} {_fmt(best[1])}"
-        rows.append(f"| {r:g} | {label} | {_fmt(m)} | {_verdict(ok)} |")
+        rows.append(f"| {r:g} | {label} | {_fmt(m)} | {_verdict(ok, best and best[1], m)} |")
     table("Goal: the best learned method at least matches magnitude pruning", header, rows)
     return lines
 

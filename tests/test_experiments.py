@@ -174,8 +174,8 @@ def test_claims_judge_each_claim_and_mark_the_pareto_front():
     conf = {"rates": [0.98], "methods": ["magnitude", "ctf", "tcmp", "ssp"]}
     text = "\n".join(claims.claims("x", conf, claims.group(records)))
     ctf = next(line for line in text.splitlines() if line.startswith("| 0.98 | 89.00"))
-    assert ctf.endswith("| holds |")
+    assert ctf.endswith("| holds (so far: 1 of 3 seeds) |")
     tcmp = next(line for line in text.splitlines() if "| 3 |" in line)
-    assert tcmp.endswith("| does not hold |")
-    assert "| 0.98 | ssp 92.00 (n=1) | 90.00 (n=1) | holds |" in text
+    assert tcmp.endswith("| does not hold (so far: 1 of 3 seeds) |")
+    assert "| 0.98 | ssp 92.00 (n=1) | 90.00 (n=1) | holds (so far: 1 of 3 seeds) |" in text
     assert "| 0.99 | missing | missing | not yet measured |" in text

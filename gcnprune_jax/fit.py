@@ -21,6 +21,7 @@ MRMP (one training for several rates) is trained by `gcnprune prune --method mrm
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,13 @@ from gcnprune_jax.pruning.shared import exact_export, realized_rate
 from gcnprune_jax.train import Context, Split, TrainConfig, Trainer, TrainState
 
 Params = Any
+# A soft phase whose last epoch's cross-entropy is above this fraction of its first epoch's
+# did not learn (`StallWarning`).
+STALL = 0.9
+
+
+class StallWarning(UserWarning):
+    """A learned method's soft phase left the training cross-entropy where it started."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,12 +234,16 @@ def prune(
         latent, method.init(latent, jax.random.fold_in(init_key, 1)), train_key
     )
     history: list[dict[str, float]] = []
+    ce_ends: list[float] = []  # the soft phase's first and last per-epoch cross-entropy
 
     def run(trainer: Trainer, state: TrainState, start: int, stop: int) -> TrainState:
         epoch = start
         while epoch < stop:
             n = min(cfg.chunk_epochs, stop - epoch)
             state, metrics = trainer.train_chunk(state, train_split, n)
+            if trainer is first and "ce" in metrics:
+                ce = np.asarray(metrics["ce"], np.float64).ravel()
+                ce_ends[:] = [ce_ends[0] if ce_ends else float(ce[0]), float(ce[-1])]
             epoch += n
             record = {"epoch": epoch, **{k: float(np.mean(v)) for k, v in metrics.items()}}
             if val_split is not None:
@@ -240,6 +252,15 @@ def prune(
         return state
 
     state = run(first, state, 0, export_epoch)
+    if method.schedule == "soft" and len(ce_ends) == 2 and ce_ends[1] > STALL * ce_ends[0]:
+        warnings.warn(
+            f"prune: {method.name}'s training cross-entropy went from {ce_ends[0]:.3f} to "
+            f"{ce_ends[1]:.3f} over its soft phase ({export_epoch} epochs): its penalty may "
+            "outweigh the cross-entropy on this model (the defaults were chosen on this "
+            "project's GCN). Check `history` and pass a smaller `lam=` (docs/api.md)",
+            StallWarning,
+            stacklevel=2,
+        )
     soft_rate = rounding = crisp = None
     if method.schedule == "dense":
         masks = {n: np.ones(np.shape(w), bool) for n, w in leaves.items()}

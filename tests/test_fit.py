@@ -185,3 +185,17 @@ def test_convolutional_models_get_the_python_epoch_loop_on_cpu():
     assert fit._has_convolution(conv_apply, params, x)
     apply, mlp = _mlp()
     assert not fit._has_convolution(apply, mlp, jnp.ones((2, 12)))
+
+
+def test_a_soft_phase_that_does_not_learn_is_reported():
+    """A penalty that outweighs the cross-entropy (here CTF's budget at lam=1e7) leaves the
+    training loss where it started: fit.prune says so instead of returning silently."""
+    apply, params = _mlp()
+    x, y = _data()
+    with pytest.warns(fit.StallWarning, match="lam="):
+        fit.prune(apply, params, "ctf", 0.9, (x, y), epochs=40, select=_select, lam=1e7)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fit.StallWarning)
+        fit.prune(apply, params, "ctf", 0.9, (x, y), epochs=40, select=_select, lam=1.0)

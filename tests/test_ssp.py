@@ -24,7 +24,7 @@ from gcnprune_jax.pruning.ssp import (
 
 
 def test_gate_softmax_turns_one_hot_as_its_temperature_anneals():
-    method = ssp(gate_tau_start=1.0, gate_tau_end=0.01, warmup=0.5)
+    method = ssp(gate_tau_start=1.0, gate_tau_end=0.01, warmup=0.5, control=False)
     rng = np.random.default_rng(0)
     latent = {"fc0": {"kernel": jnp.asarray(rng.normal(size=(6, 5)), jnp.float32)}}
     thresholds, gates = method.init(latent, jax.random.key(0))

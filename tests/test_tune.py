@@ -22,12 +22,14 @@ def test_choices_use_validation_accuracy_and_keep_the_default_on_ties(tmp_path):
     ledger = tmp_path / "tuning"
     ledger.mkdir()
     rates = (0.95, 0.98)
+    ctf_rates = tune.CHOICE_RATES["ctf"]  # CTF is chosen over every rate of the grid
     sbu = (
-        [_row("ctf", "default", r, 0.8) for r in rates]
+        [_row("ctf", "default", r, 0.8) for r in ctf_rates]
         + [
             _row("ctf", "zf", r, 0.8)
-            for r in rates  # a tie: the default stays
+            for r in ctf_rates  # a tie: the default stays
         ]
+        + [_row("ctf", "zf+bc", r, 0.9) for r in rates]  # better, but misses CTF's other rates
         + [_row("pmp", "default", r, 0.5) for r in rates]
         + [_row("pmp", "global", r, 0.7) for r in rates]
         + [_row("tcmp", "zf", 0.95, 0.99)]
@@ -44,4 +46,4 @@ def test_choices_use_validation_accuracy_and_keep_the_default_on_ties(tmp_path):
     assert "accuracy" not in tune.LEDGER_KEYS and "val_accuracy" in tune.LEDGER_KEYS
     tune.write_report("sbu", rows, tmp_path / "tuning_sbu.md", "python experiments/tune.py")
     text = (tmp_path / "tuning_sbu.md").read_text()
-    assert "| pmp | global | 70.00 | 70.00 | 70.00 |" in text
+    assert "| pmp | global | – | – | 70.00 | 70.00 |" in text  # no trial at 0.5 or 0.9

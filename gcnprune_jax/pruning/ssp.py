@@ -194,7 +194,7 @@ def ssp(
     rank_on_weights: bool = False,
     rank_form: str = "normalized",
     zero_floor: bool = False,
-    control: bool = False,
+    control: bool = True,
     control_speed: float = 10.0,
     select: Select | None = None,
     logit_layer: str | None = None,
@@ -224,7 +224,8 @@ def ssp(
     zero_floor: rescale the band-stop so it is exactly 0 at Ŵ = 0 at every temperature
       (`shared.band_stop`); without it the budget is out of reach while κ is high.
     control, control_speed: the budget controller, as in CTF (`pruning.ctf.ctf`); the
-      trained state is then {"gates": {path: θ_ℓ}, "shift": θ} instead of {path: θ_ℓ}.
+      trained state is then {"gates": {path: θ_ℓ}, "shift": θ} instead of {path: θ_ℓ}. On by
+      default: chosen on validation data (`experiments/results/tuning_*.md`, docs/methods.md).
     select: which leaves are pruned (`api.prunable_leaves`); None = the GCN's rule.
     logit_layer: the path of the tensor whose columns are the class logits (no column or channel
       pruning there); None: a path ending in `classifier/kernel` (the GCN's). `fit.prune` with

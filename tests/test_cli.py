@@ -128,3 +128,19 @@ def test_eval_rejects_rate_for_dense(tmp_path):
     gcnprune("train", "--epochs", "2", *TINY, "--out", str(out), check=True)
     proc = gcnprune("eval", "--checkpoint", str(out), "--rate", "0.9")
     assert proc.returncode == 2 and "--rate" in proc.stderr
+
+
+def test_package_runs_as_a_module_and_gpu_script_parses():
+    """`python -m gcnprune_jax` is the command (for checkouts without the entry point, as
+    benchmarks/gpu.sh uses it), and the script itself is valid bash."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "gcnprune_jax", "prune", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "--method" in proc.stdout
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0

@@ -382,7 +382,7 @@ def compact(
     for name, p, layout in zip(fc_names, fc_params, layouts, strict=True):
         kernel = jnp.asarray(p["kernel"], jnp.float32)
         out_params[name] = {
-            "kernel": sparse.BCOO.fromdense(kernel) if layout == "bcoo" else kernel,
+            "kernel": to_bcoo(kernel) if layout == "bcoo" else kernel,
             "bias": jnp.asarray(p["bias"], jnp.float32),
         }
     spec = CompactSpec(
@@ -398,6 +398,21 @@ def compact(
     return CompactGCN(spec=spec, params=out_params)
 
 
+def to_bcoo(kernel: Any) -> sparse.BCOO:
+    """A concrete 2-D kernel as a BCOO matrix: the same value as `sparse.BCOO.fromdense` (the
+    nonzeros in row-major order, int32 indices), built with numpy instead of a chain of eager
+    JAX operations that each compile for the kernel's shape."""
+    dense = np.asarray(kernel, np.float32)
+    indices = np.argwhere(dense != 0).astype(np.int32)
+    data = dense[tuple(indices.T)] if indices.size else np.zeros(0, np.float32)
+    return sparse.BCOO(
+        (jnp.asarray(data), jnp.asarray(indices.reshape(-1, dense.ndim))),
+        shape=dense.shape,
+        indices_sorted=True,
+        unique_indices=True,
+    )
+
+
 def with_layouts(net: CompactGCN, layouts: tuple[str, ...]) -> CompactGCN:
     """The same compacted network with its FC kernels stored in other layouts."""
     params = dict(net.params)
@@ -408,7 +423,7 @@ def with_layouts(net: CompactGCN, layouts: tuple[str, ...]) -> CompactGCN:
     for name, layout in zip(names, layouts, strict=True):
         kernel = _dense(params[name]["kernel"])
         params[name] = {
-            "kernel": sparse.BCOO.fromdense(kernel) if layout == "bcoo" else kernel,
+            "kernel": to_bcoo(kernel) if layout == "bcoo" else kernel,
             "bias": params[name]["bias"],
         }
     return CompactGCN(dataclasses.replace(net.spec, layouts=tuple(layouts)), params)
@@ -772,9 +787,7 @@ def choose_layouts(
         kernel = jnp.asarray(_dense(net.params[name]["kernel"]))
         x = jax.random.normal(key, (batch, kernel.shape[0]), jnp.float32)
         t_dense = time_call(jax.jit(lambda a, k: a @ k), x, kernel, repeats=repeats)
-        t_sparse = time_call(
-            jax.jit(lambda a, k: a @ k), x, sparse.BCOO.fromdense(kernel), repeats=repeats
-        )
+        t_sparse = time_call(jax.jit(lambda a, k: a @ k), x, to_bcoo(kernel), repeats=repeats)
         times[name] = {"dense": t_dense, "bcoo": t_sparse}
         chosen.append("bcoo" if t_sparse < t_dense else "dense")
     return tuple(chosen), times

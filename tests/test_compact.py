@@ -46,6 +46,9 @@ def _masked_logits(apply, params, masks, x):
     return apply(apply_masks(params, {n: jnp.asarray(m, jnp.float32) for n, m in masks.items()}), x)
 
 
+_jit_apply = jax.jit(apply_compact, static_argnums=0)
+
+
 def _relative(a, b):
     return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(np.asarray(b))))
 
@@ -59,6 +62,7 @@ def _relative(a, b):
     ],
 )
 def test_compacted_network_has_the_masked_networks_logits(attention, filters):
+    # compiled once per compacted layout instead of op by op (the same arithmetic)
     cfg, apply, params = _model(attention, filters)
     shapes = prunable_parameters(params)
     rng = np.random.default_rng(0)
@@ -75,13 +79,13 @@ def test_compacted_network_has_the_masked_networks_logits(attention, filters):
             masks[name] = m
         reference = _masked_logits(apply, params, masks, x)
         net = compact(params, masks, cfg, adjacency=_adjacency(V))
-        assert _relative(apply_compact(net.spec, net.params, x, _adjacency(V)), reference) < 1e-5
+        assert _relative(_jit_apply(net.spec, net.params, x, _adjacency(V)), reference) < 1e-5
         sparse_net = with_layouts(net, ("bcoo",) * 3)
-        out = apply_compact(sparse_net.spec, sparse_net.params, x, _adjacency(V))
+        out = _jit_apply(sparse_net.spec, sparse_net.params, x, _adjacency(V))
         assert _relative(out, reference) < 1e-5
         full = compact(params, masks, cfg, adjacency=_adjacency(V), remove=False)
         assert full.params["fc0"]["kernel"].shape == params["fc0"]["kernel"].shape
-        assert _relative(apply_compact(full.spec, full.params, x, _adjacency(V)), reference) < 1e-5
+        assert _relative(_jit_apply(full.spec, full.params, x, _adjacency(V)), reference) < 1e-5
         assert compact_flops(net, V) <= compact_flops(full, V)
         if len(filters) == 1:  # no zero rows, no padded heads: exactly the structured count
             assert compact_flops(net, V) == flops_structured(
@@ -89,7 +93,7 @@ def test_compacted_network_has_the_masked_networks_logits(attention, filters):
             )
         # a batch larger than the chunk runs as a loop over padded chunks: same logits
         chunked = dataclasses.replace(net.spec, batch_chunk=4)
-        out = apply_compact(chunked, net.params, x, _adjacency(V))
+        out = _jit_apply(chunked, net.params, x, _adjacency(V))
         assert _relative(out, reference) < 1e-5
 
 

@@ -83,6 +83,9 @@ def run_block(block: Block) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    # blocks run side by side: none shares the worker's compilation cache (conftest.py)
+    for name in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"):
+        env.pop(name, None)
     with tempfile.TemporaryDirectory(prefix="docblock_") as work:
         if block.language == "python":
             script = Path(work) / "block.py"

@@ -31,6 +31,7 @@ Functions (masks: {path: array of the parameter's shape}, nonzero / > 0 = kept):
 - `unit_states`, `consistent`: the differentiable counterparts (jnp, traceable), with "any" as
   a saturation h(Σ …) and "and" as a product (TCMP's supervisory networks);
 - `dense_flops`, `flops_unstructured`, `flops_structured`.
+- `shrink`: the masked network as a smaller dense one (plain dense and convolution links).
 """
 
 from __future__ import annotations
@@ -513,3 +514,116 @@ def sequential(
         links.append(Link(path, shape, tile=tile, uses=int((uses or {}).get(path, 1))))
         previous = shape[-1]
     return Chain(tuple(links))
+
+
+@dataclasses.dataclass(frozen=True)
+class Shrunk:
+    """A network made smaller by `shrink`.
+
+    params: the model's parameters, same pytree structure (dict or `nnx.State`), with the
+      removed units sliced out of the kernels and their per-unit vectors, kernels masked.
+    masks: {link path: the crisp mask of the smaller kernel}.
+    kept: {link path: indices of the output units the link keeps}.
+    chain: the chain of the smaller network (same links, smaller shapes).
+    flops: `dense_flops(chain)` of the smaller network, per sample.
+    """
+
+    params: Any
+    masks: dict[str, np.ndarray]
+    kept: dict[str, np.ndarray]
+    chain: Chain
+    flops: int
+
+
+def shrink(
+    params: Any,
+    masks: Mapping[str, ArrayLike],
+    chain: Chain,
+    *,
+    per_unit: Mapping[str, list[str]] | None = None,
+) -> Shrunk:
+    """Remove from a declared chain every output unit whose outgoing weights are all pruned,
+    so the masked network runs as a smaller dense one with the same outputs.
+
+    Walking back from the logits: an output unit of link k is kept iff some kept entry of link
+    k+1 (any tap, any tile position) reads it from a kept output; the logits are all kept and
+    the model's input features are never removed. A removed unit contributes nothing to the
+    output whatever its activation and bias, so this is exact for any model that the chain
+    describes. A unit with no kept input but kept outgoing weights still emits activation(bias)
+    and stays (the project's GCN folds such units into the next bias, `compact.compact`, which
+    knows its activations), so the smaller network's FLOPs can exceed `flops_structured`,
+    which removes everything off an input→output path.
+
+    params: the parameters (the chain's paths as `models.gcn.path_name` writes them).
+    masks: {link path: mask}, nonzero = kept. per_unit: {link path: [paths of vectors indexed
+      by that link's output units along their last axis]} (biases, normalization scales);
+      default: the sibling `bias` of a kernel named `.../kernel` when it exists.
+    Grouped and gated links (attention heads) are not supported: `ValueError`.
+    """
+    from gcnprune_jax.models.gcn import path_name  # here: models.gcn imports this module
+
+    m = chain.check(chain.full(masks))  # a link without a mask keeps every entry
+    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+    names = [path_name(p) for p, _ in flat]
+    leaves = dict(zip(names, (leaf for _, leaf in flat), strict=True))
+    for link in chain.links:
+        if link.grouped:
+            raise ValueError(
+                f"shrink: link {link.path!r} is grouped or gated; only plain dense and "
+                "convolution links can be shrunk (the GCN has `compact.compact`)"
+            )
+        if link.path not in leaves:
+            raise ValueError(f"shrink: no parameter named {link.path!r}")
+
+    vectors: dict[str, list[str]] = {}
+    for link in chain.links:
+        if per_unit is not None and link.path in per_unit:
+            paths = list(per_unit[link.path])
+        elif link.path.endswith("kernel") and link.path[: -len("kernel")] + "bias" in leaves:
+            paths = [link.path[: -len("kernel")] + "bias"]
+        else:
+            paths = []
+        for p in paths:
+            if p not in leaves:
+                raise ValueError(f"shrink: per-unit parameter {p!r} of {link.path!r} not found")
+            if np.shape(leaves[p])[-1:] != (link.units_out,):
+                raise ValueError(
+                    f"shrink: per-unit parameter {p!r} has shape {np.shape(leaves[p])}; its "
+                    f"last axis must be {link.path!r}'s {link.units_out} output units"
+                )
+        vectors[link.path] = paths
+
+    # walk back from the logits: which output units of each link are read by a kept entry
+    keep_out: list[np.ndarray] = [np.zeros(0, bool)] * len(chain.links)
+    keep_out[-1] = np.ones(chain.links[-1].units_out, bool)
+    for k in range(len(chain.links) - 1, 0, -1):
+        link = chain.links[k]
+        cm = _canon(m[link.path], link)[0]  # (T, I, O): no groups
+        rows = cm[:, :, keep_out[k]].any(axis=(0, 2))  # (I,)
+        keep_out[k - 1] = rows.reshape(link.tile, -1).any(axis=0)
+
+    replaced: dict[str, Any] = {}
+    new_masks: dict[str, np.ndarray] = {}
+    kept: dict[str, np.ndarray] = {}
+    new_links = []
+    for k, link in enumerate(chain.links):
+        out_idx = np.flatnonzero(keep_out[k])
+        if k == 0:
+            in_idx = np.arange(link._sizes[2])
+        else:
+            in_idx = np.flatnonzero(np.tile(keep_out[k - 1], link.tile))
+        in_axis, out_axis = link.in_axis % len(link.shape), link.out_axis % len(link.shape)
+        mask = np.take(np.take(m[link.path], in_idx, in_axis), out_idx, out_axis)
+        kernel = np.asarray(leaves[link.path])
+        kernel = np.take(np.take(kernel, in_idx, in_axis), out_idx, out_axis)
+        replaced[link.path] = jnp.asarray(kernel * mask, dtype=kernel.dtype)
+        for p in vectors[link.path]:
+            replaced[p] = jnp.asarray(np.take(np.asarray(leaves[p]), out_idx, axis=-1))
+        new_masks[link.path] = mask
+        kept[link.path] = out_idx
+        new_links.append(dataclasses.replace(link, shape=mask.shape))
+    small = Chain(tuple(new_links))
+    new_params = jax.tree_util.tree_unflatten(
+        treedef, [replaced.get(name, leaf) for name, (_, leaf) in zip(names, flat, strict=True)]
+    )
+    return Shrunk(new_params, new_masks, kept, small, dense_flops(small))

@@ -189,3 +189,54 @@ def test_ssp_never_prunes_the_columns_of_the_declared_logit_layer():
     gates["head/kernel"][0, KINDS.index("column")] = 5.0  # the gate prefers whole columns
     assert chosen_kinds(gates)["head/kernel"] == ["column"]  # not the GCN's classifier name
     assert chosen_kinds(gates, "head/kernel")["head/kernel"] != ["column"]
+
+
+def test_shrink_gives_a_smaller_dense_mlp_with_the_masked_logits():
+    apply, params = _mlp()
+    params = jax.tree.map(lambda a: a + 0.1, params)  # nonzero biases: dead units are not zero
+    net = chain.sequential(params, ["l0/kernel", "l1/kernel", "head/kernel"])
+    rng = np.random.default_rng(3)
+    masks = {name: np.ones(shape, bool) for name, shape in net.shapes().items()}
+    masks["l0/kernel"] = rng.random((12, 32)) < 0.7
+    masks["l1/kernel"][[2, 5, 7], :] = False  # l0's units 2, 5, 7 feed nothing: removed
+    masks["head/kernel"][[0, 4], :] = False  # l1's units 0 and 4 feed nothing: removed
+    masks["l1/kernel"][:, 9] = False  # l1's unit 9 reads nothing but emits relu(bias): kept
+    x = jnp.asarray(rng.normal(size=(16, 12)), jnp.float32)
+    masked = jax.tree.map(lambda a: a, params)
+    for name, mask in masks.items():
+        layer = name.split("/")[0]
+        masked[layer]["kernel"] = params[layer]["kernel"] * mask
+    small = chain.shrink(params, masks, net)
+    assert small.params["l0"]["kernel"].shape == (12, 29)
+    assert small.params["l0"]["bias"].shape == (29,)
+    assert small.params["l1"]["kernel"].shape == (29, 30)
+    assert small.params["head"]["kernel"].shape == (30, 3)
+    assert 9 in small.kept["l1/kernel"] and 0 not in small.kept["l1/kernel"]
+    np.testing.assert_allclose(apply(small.params, x), apply(masked, x), rtol=1e-5, atol=1e-6)
+    assert small.flops == 2 * (12 * 29 + 29 * 30 + 30 * 3) < chain.dense_flops(net)
+    assert small.flops >= chain.flops_structured(net, masks)
+    assert {n: m.shape for n, m in small.masks.items()} == small.chain.shapes()
+    with pytest.raises(ValueError, match="per-unit parameter 'l0/nope'"):
+        chain.shrink(params, masks, net, per_unit={"l0/kernel": ["l0/nope"]})
+    with pytest.raises(ValueError, match="grouped or gated"):
+        chain.shrink({}, {}, conv_chain())
+
+
+def test_shrink_an_nnx_convolution_model_in_place():
+    graph, state = nnx.split(_Net(nnx.Rngs(0)))
+    net = chain.sequential(state, ["conv/kernel", "head/kernel"], uses={"conv/kernel": 6})
+    masks = {"conv/kernel": np.ones((3, 2, 4), bool), "head/kernel": np.ones((24, 3), bool)}
+    masks["head/kernel"][1::4] = False  # every position's channel 1 unread: channel removed
+    masks["conv/kernel"][0, 1, 2] = False
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(5, 8, 2)), jnp.float32)
+    reference = nnx.merge(graph, api_masked(state, masks))(x)
+    small = chain.shrink(state, masks, net)
+    assert small.chain.shapes() == {"conv/kernel": (3, 2, 3), "head/kernel": (18, 3)}
+    np.testing.assert_allclose(nnx.merge(graph, small.params)(x), reference, rtol=1e-5, atol=1e-6)
+    assert small.flops == 2 * 6 * 3 * 2 * 3 + 2 * 18 * 3
+
+
+def api_masked(state, masks):
+    from gcnprune_jax.pruning import api
+
+    return api.apply_masks(state, masks, lambda path, leaf: leaf.ndim >= 2)

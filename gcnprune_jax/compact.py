@@ -404,9 +404,8 @@ def to_bcoo(kernel: Any) -> sparse.BCOO:
     JAX operations that each compile for the kernel's shape."""
     dense = np.asarray(kernel, np.float32)
     indices = np.argwhere(dense != 0).astype(np.int32)
-    data = dense[tuple(indices.T)] if indices.size else np.zeros(0, np.float32)
     return sparse.BCOO(
-        (jnp.asarray(data), jnp.asarray(indices.reshape(-1, dense.ndim))),
+        (jnp.asarray(dense[tuple(indices.T)]), jnp.asarray(indices)),
         shape=dense.shape,
         indices_sorted=True,
         unique_indices=True,

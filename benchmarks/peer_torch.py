@@ -31,7 +31,6 @@ import json
 import math
 import os
 import platform
-import time
 import traceback
 from pathlib import Path
 
@@ -39,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+from timing import best_of
 from torch import nn
 
 from gcnprune_jax.compact import apply_compact, compact
@@ -130,15 +130,6 @@ def load_weights(model: TorchGCN, params: dict) -> None:
         for module, leaves in params.items():
             for leaf, value in leaves.items():
                 getattr(getattr(model, module), leaf).copy_(torch.as_tensor(np.array(value)))
-
-
-def best_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(min(times))
 
 
 def main() -> None:

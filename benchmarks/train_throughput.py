@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 
 import jax
+from timing import best_of
 
 from gcnprune_jax.config import default_config
 from gcnprune_jax.data import load_dataset
@@ -31,13 +31,10 @@ def time_epochs(run: Run, epochs: int, repeats: int) -> float:
     """Best wall time (s) of `epochs` epochs in one compiled chunk, compilation excluded."""
     state, _ = run.trainer.train_chunk(run.initial_state, run.data, epochs)  # compile + warm
     jax.block_until_ready(state)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        state, metrics = run.trainer.train_chunk(run.initial_state, run.data, epochs)
-        jax.block_until_ready((state, metrics))
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return best_of(
+        lambda: jax.block_until_ready(run.trainer.train_chunk(run.initial_state, run.data, epochs)),
+        repeats,
+    )
 
 
 def main() -> None:

@@ -25,26 +25,17 @@ import argparse
 import dataclasses
 import json
 import platform
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import optax
+from timing import best_of
 
 from gcnprune_jax.config import default_config
 from gcnprune_jax.data import load_dataset
 from gcnprune_jax.runner import Run
 from gcnprune_jax.train import Trainer
-
-
-def best_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def twin_chunk(apply_fn, learning_rate: float, epochs: int):

@@ -67,6 +67,7 @@ import numpy as np
 from gcnprune_jax import chain, fit
 from gcnprune_jax.data import load_dataset
 from gcnprune_jax.data.features import normalized_adjacency
+from gcnprune_jax.runner import validation_part
 from gcnprune_jax.train import TrainConfig
 
 FRAMES = 16
@@ -165,7 +166,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--channels", default="16,32", help="channels per block")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--choose-lam",
+        default="",
+        help="comma-separated budget weights: for ctf, ssp and tcmp, choose lam among them on a "
+        "validation part (20%%, per class) of the training split, then retrain on all of it "
+        "(fit.choose); default: the methods' own lam",
+    )
     args = parser.parse_args()
+    lams = [float(v) for v in args.choose_lam.split(",") if v.strip()]
 
     ds = load_dataset(args.dataset)
     (x_train, y_train), (x_test, y_test) = split(ds, args.dataset)
@@ -178,19 +187,34 @@ def main() -> None:
         f"{args.dataset}: {len(y_train)} training / {len(y_test)} test sequences, "
         f"{ds.n_classes} classes; ST-GCN blocks {channels}, rate {args.rate}"
     )
+    options = {
+        "epochs": args.epochs,
+        "train_config": TrainConfig(chunk_epochs=min(50, args.epochs)),
+        "seed": args.seed,
+        "chain": net,
+    }
+    val = validation_part(np.ones(len(y_train), bool), y_train, 0.2, args.seed)
     for method in args.methods.split(","):
         start = time.perf_counter()
-        pruned = fit.prune(
-            apply,
-            params,
-            method,
-            args.rate,
-            (x_train, y_train),
-            epochs=args.epochs,
-            train_config=TrainConfig(chunk_epochs=min(50, args.epochs)),
-            seed=args.seed,
-            chain=net,
-        )
+        if lams and method in ("ctf", "ssp", "tcmp"):
+            choice = fit.choose(
+                apply,
+                params,
+                method,
+                args.rate,
+                (x_train[~val], y_train[~val]),
+                (x_train[val], y_train[val]),
+                {"lam": lams},
+                **options,
+            )
+            tried = ", ".join(
+                f"{t['lam']:g}: {100 * t['val_accuracy']:.1f}%" for t in choice.trials
+            )
+            chosen = choice.settings["lam"]
+            print(f"{method:>10}: validation accuracy by lam {tried} -> lam {chosen:g}")
+            pruned = choice.pruned
+        else:
+            pruned = fit.prune(apply, params, method, args.rate, (x_train, y_train), **options)
         logits = apply(pruned.params, jnp.asarray(x_test))
         accuracy = float(np.mean(np.argmax(np.asarray(logits), axis=1) == y_test))
         soft = "" if pruned.soft_rate is None else f" (soft {pruned.soft_rate:.3f})"

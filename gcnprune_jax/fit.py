@@ -16,13 +16,20 @@ The schedule follows the method's (`PruningMethod.schedule`), as `gcnprune prune
 - `sparse_from_init` (random): the masks chosen at initialization, fixed throughout;
 - `dense`: no pruning.
 MRMP (one training for several rates) is trained by `gcnprune prune --method mrmp`.
+
+A method's defaults were chosen on this project's GCN; for a model of your own, `choose` picks
+its options (e.g. the budget weight `lam`) on validation accuracy and retrains with them:
+
+    choice = fit.choose(apply, params, "ctf", 0.9, (x, y), (x_val, y_val), {"lam": [1, 10, 100]})
+    choice.settings, choice.trials, choice.pruned   # chosen options, every trial, the refit
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -257,7 +264,8 @@ def prune(
             f"prune: {method.name}'s training cross-entropy went from {ce_ends[0]:.3f} to "
             f"{ce_ends[1]:.3f} over its soft phase ({export_epoch} epochs): its penalty may "
             "outweigh the cross-entropy on this model (the defaults were chosen on this "
-            "project's GCN). Check `history` and pass a smaller `lam=` (docs/api.md)",
+            "project's GCN). Check `history`; fit.choose picks `lam=` and other options on "
+            "validation data (docs/api.md)",
             StallWarning,
             stacklevel=2,
         )
@@ -322,3 +330,102 @@ def prune(
         dangling_connections=dangling,
         flops=flops,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """What `choose` returns.
+
+    settings: the chosen options (one value per key of the grid); trials: one dict per
+      setting tried, in grid order: its options, `val_accuracy` (of the pruned network after
+      fine-tuning, on the validation data), `realized_rate`, `soft_rate`, `stalled` (the soft
+      phase's cross-entropy did not fall: `StallWarning`); pruned: `prune` with the chosen
+      settings, trained on the training and validation data together (`refit=True`), else
+      the chosen trial's own result.
+    """
+
+    settings: dict[str, Any]
+    trials: list[dict[str, Any]]
+    pruned: Pruned
+
+
+def accuracy(
+    apply: Callable[[Params, jax.Array], jax.Array], params: Params, data: Sequence[Any]
+) -> float:
+    """Top-1 accuracy of `apply(params, x)` on data = (x, y) (or (x, y, w): w ignored),
+    in batches of 1024."""
+    split = _split(data, "data")
+    predict = jax.jit(lambda p, xb: jnp.argmax(apply(p, xb), axis=-1))
+    hits = 0
+    for start in range(0, int(split.y.shape[0]), 1024):
+        xb, yb = split.x[start : start + 1024], split.y[start : start + 1024]
+        hits += int(jnp.sum(predict(params, xb) == yb))
+    return hits / int(split.y.shape[0])
+
+
+def choose(
+    apply: Callable[[Params, jax.Array], jax.Array],
+    params: Params,
+    method: str,
+    target_rate: float,
+    train: Sequence[Any],
+    val: Sequence[Any],
+    grid: Mapping[str, Sequence[Any]],
+    *,
+    refit: bool = True,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    **prune_options: Any,
+) -> Choice:
+    """Choose a method's options for your model on validation data, then retrain with them.
+
+    Every combination of `grid` (e.g. {"lam": [1, 10, 100]}: the options of `api.get(method)`,
+    or `prune`'s own `finetune` / `prune_at`) is trained by `prune` on `train` with
+    `prune_options` (epochs, seed, chain, select, ...); each pruned network is scored on
+    `val`, which no trial trains on. The highest validation accuracy wins (ties: the first in
+    grid order). With `refit`, the chosen settings are trained again on train and val
+    together, so the returned network has seen all the labelled data; score it on a test split
+    that no choice has read. `progress` gets each trial's record as it finishes.
+    Costs one `prune` per combination, plus one for the refit.
+    """
+    if not isinstance(method, str):
+        raise ConfigError("choose: method must be a registered name (api.names())")
+    if not grid or any(isinstance(v, str) or len(v) == 0 for v in grid.values()):
+        raise ConfigError(
+            f"choose: grid must map option names to non-empty lists of values, got {dict(grid)}"
+        )
+    clash = sorted(set(grid) & set(prune_options))
+    if clash:
+        raise ConfigError(f"choose: {clash} given both in grid and as a fixed option")
+    val_split = _split(val, "val")
+    keys = list(grid)
+    trials: list[dict[str, Any]] = []
+    best: tuple[float, dict[str, Any], Pruned] | None = None
+    for values in itertools.product(*(list(grid[k]) for k in keys)):
+        settings = dict(zip(keys, values, strict=True))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", StallWarning)
+            pruned = prune(apply, params, method, target_rate, train, **prune_options, **settings)
+        score = accuracy(apply, pruned.params, (val_split.x, val_split.y))
+        record = {
+            **settings,
+            "val_accuracy": score,
+            "realized_rate": pruned.realized_rate,
+            "soft_rate": pruned.soft_rate,
+            "stalled": any(issubclass(w.category, StallWarning) for w in caught),
+        }
+        trials.append(record)
+        if progress is not None:
+            progress(record)
+        if best is None or score > best[0]:
+            best = (score, settings, pruned)
+    assert best is not None
+    _, settings, pruned = best
+    if refit:
+        train_split = _split(train, "train")
+        joined = (
+            jnp.concatenate([train_split.x, val_split.x]),
+            jnp.concatenate([train_split.y, val_split.y]),
+            jnp.concatenate([train_split.w, val_split.w]),
+        )
+        pruned = prune(apply, params, method, target_rate, joined, **prune_options, **settings)
+    return Choice(settings=settings, trials=trials, pruned=pruned)

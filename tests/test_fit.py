@@ -199,3 +199,51 @@ def test_a_soft_phase_that_does_not_learn_is_reported():
     with warnings.catch_warnings():
         warnings.simplefilter("error", fit.StallWarning)
         fit.prune(apply, params, "ctf", 0.9, (x, y), epochs=40, select=_select, lam=1.0)
+
+
+def test_choose_scores_every_setting_on_validation_and_refits_the_best():
+    apply, params = _mlp()
+    x, y = _data(n=300)
+    train, val = (x[:180], y[:180]), (x[180:240], y[180:240])
+    options = {"epochs": 20, "train_config": TrainConfig(chunk_epochs=10), "select": _select}
+    seen = []
+    choice = fit.choose(
+        apply,
+        params,
+        "ctf",
+        0.8,
+        train,
+        val,
+        {"lam": [1e5, 1.0]},
+        progress=seen.append,
+        **options,
+    )
+    assert [t["lam"] for t in choice.trials] == [1e5, 1.0] and seen == choice.trials
+    # each trial's score is its own pruned network's validation accuracy
+    for trial in choice.trials:
+        alone = fit.prune(apply, params, "ctf", 0.8, train, lam=trial["lam"], **options)
+        assert trial["val_accuracy"] == fit.accuracy(apply, alone.params, val)
+        assert trial["realized_rate"] == alone.realized_rate
+    scores = [t["val_accuracy"] for t in choice.trials]
+    assert choice.settings == {"lam": choice.trials[int(np.argmax(scores))]["lam"]}
+    # the refit trains the chosen setting on train + val together
+    joined = (np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]]))
+    refit = fit.prune(apply, params, "ctf", 0.8, joined, **choice.settings, **options)
+    assert params_digest(choice.pruned.params) == params_digest(refit.params)
+    kept = sum(int(m.sum()) for m in choice.pruned.masks.values())
+    assert kept == keep_count(sum(m.size for m in choice.pruned.masks.values()), 0.8)
+    # without refit, the chosen trial's own network comes back
+    again = fit.choose(
+        apply, params, "ctf", 0.8, train, val, {"lam": [1.0]}, refit=False, **options
+    )
+    assert again.trials[0]["val_accuracy"] == fit.accuracy(apply, again.pruned.params, val)
+
+
+def test_choose_clear_errors():
+    apply, params = _mlp()
+    x, y = _data()
+    data = (x[:100], y[:100])
+    with pytest.raises(ConfigError, match="non-empty lists"):
+        fit.choose(apply, params, "ctf", 0.8, data, data, {"lam": []}, select=_select)
+    with pytest.raises(ConfigError, match="both in grid"):
+        fit.choose(apply, params, "ctf", 0.8, data, data, {"lam": [1.0]}, lam=2.0)

@@ -405,6 +405,9 @@ def choose(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", StallWarning)
             pruned = prune(apply, params, method, target_rate, train, **prune_options, **settings)
+        for w in caught:  # a stall goes into the trial's record; anything else is shown
+            if not issubclass(w.category, StallWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         score = accuracy(apply, pruned.params, (val_split.x, val_split.y))
         record = {
             **settings,

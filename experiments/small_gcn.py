@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tune import DATASET_SETTINGS, run_trial
+from tune import DATASET_SETTINGS, read_ledger, run_trial
 
 from gcnprune_jax.errors import DivergenceError
 
@@ -108,16 +108,18 @@ def main() -> None:
     args = parser.parse_args()
     rates = tuple(float(r) for r in args.rates.split(","))
     ledger = Path(args.results) / f"small_gcn_{args.dataset}.jsonl"
-    rows = {}
-    if ledger.exists():
-        rows = {json.loads(x)["id"]: json.loads(x) for x in ledger.read_text().splitlines() if x}
+    rows = read_ledger(ledger)
     for method in args.methods.split(","):
         for rate in (0.0,) if method == "dense" else rates:
             key = f"{method}/{args.variant}/r{rate:g}"
             if key in rows:
                 continue
-            trial = {"method": method, "variant": args.variant, "rate": rate}
-            trial["set"] = small_model(args.dataset) + args.set
+            trial = {
+                "method": method,
+                "variant": args.variant,
+                "rate": rate,
+                "set": small_model(args.dataset) + args.set,
+            }
             try:
                 new_rows = run_trial(args.dataset, trial, args.runs, rates)
             except DivergenceError as err:  # recorded, not retried: a finding of this config

@@ -1,6 +1,7 @@
 """`fit.prune`: any method on a model of one's own through the compiled train step, with no
 Run and no fold axis; the crisp masks at exactly the target rate."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -93,6 +94,28 @@ def test_every_schedule_exports_exactly_the_rate_on_a_users_mlp(method, export_e
         assert 0.0 <= pruned.crisp_fraction <= 1.0
     logits = apply(pruned.params, jnp.asarray(x))
     assert logits.shape == (len(x), 3) and bool(jnp.all(jnp.isfinite(logits)))
+
+
+@pytest.mark.parametrize("method", ["magnitude", "pmp"])
+def test_a_users_apply_is_traced_per_program_not_per_epoch(method):
+    """More epochs in chunks of the same length reuse the compiled programs: a user's `apply`
+    is traced as often for 60 epochs as for 20 (chex.assert_max_traces raises otherwise)."""
+    apply, params = _mlp()
+    x, y = _data()
+    options = dict(
+        val=(x[180:], y[180:]), train_config=TrainConfig(chunk_epochs=10), select=_select
+    )
+    traces = []
+
+    def counted(p, xb):
+        traces.append(None)
+        return apply(p, xb)
+
+    fit.prune(counted, params, method, 0.8, (x[:180], y[:180]), epochs=20, **options)
+    assert 0 < len(traces) <= 6  # a few programs (train chunks and evaluations), not 2 x 10
+    chex.clear_trace_counter()
+    bounded = chex.assert_max_traces(apply, n=len(traces))
+    fit.prune(bounded, params, method, 0.8, (x[:180], y[:180]), epochs=60, **options)
 
 
 def test_same_inputs_same_result_and_masks_round_trip(tmp_path):

@@ -220,6 +220,12 @@ def _add_pruning_options(p: argparse.ArgumentParser) -> None:
         help="pmp/mrmp: one prior per tensor (same rate everywhere) or one over the network",
     )
     g.add_argument(
+        "--exclude",
+        type=_str_list,
+        help="prunable tensors kept dense and out of the budget, e.g. classifier/kernel "
+        "(the rate applies to the others; not tcmp)",
+    )
+    g.add_argument(
         "--prune-at",
         type=float,
         help="magnitude/structured: fraction of the epochs trained dense before pruning",

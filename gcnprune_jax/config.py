@@ -90,6 +90,11 @@ class PruningConfig:
       so every tensor is pruned at the same rate r) or "global" (one prior over all
       prunable weights with the pooled init rms, one threshold a(r) for the whole network,
       so the rate is allocated across tensors by magnitude, as global magnitude pruning).
+    exclude: prunable parameters (by path, e.g. "classifier/kernel") that stay dense and out of
+      the budget: the rate r applies to the other prunable weights (CTF's published budget
+      sums over the layers ℓ = 1 … L−1, SPEC §9: `exclude=("classifier/kernel",)`), so the
+      realized rate over all prunable weights is below r. Every method but tcmp (its masks
+      and export span the whole feature path) and the consistent export; () = prune all.
     """
 
     granularities: tuple[str, ...] = ("channel", "column", "row", "entry")
@@ -118,6 +123,7 @@ class PruningConfig:
     finetune: float = 0.0
     consistent_export: bool = False
     prior_scope: str = "tensor"
+    exclude: tuple[str, ...] = ()
 
     def fields_used(self, method: str) -> tuple[str, ...]:
         """The fields `method` reads: two runs of one method that differ only elsewhere are
@@ -143,9 +149,11 @@ class PruningConfig:
             "prior_scope",
             "consistent_export",
         )
-        return {
+        used = {
             "magnitude": ("scope", "prune_at"),
             "structured": ("structure", "prune_at"),
+            "random": (),
+            "snip": (),
             "ctf": ("granularities", *schedule, "kappa_hold", "consistent_export"),
             "ssp": (
                 *schedule,
@@ -158,7 +166,10 @@ class PruningConfig:
             "tcmp": (*schedule, "kappa_hold", "tau_h"),
             "pmp": (*prior, "finetune", "budget_control", "control_speed"),
             "mrmp": (*prior, "rates"),
-        }.get(method, ())
+        }
+        if method not in used:
+            return ()
+        return used[method] + (() if method == "tcmp" else ("exclude",))
 
     def __post_init__(self) -> None:
         from gcnprune_jax.pruning.baselines import SCOPES, STRUCTURES
@@ -220,6 +231,11 @@ class PruningConfig:
             raise ConfigError(f"pruning.control_speed must be > 0, got {self.control_speed}")
         if not 0.0 <= self.finetune < 1.0:
             raise ConfigError(f"pruning.finetune must be in [0, 1), got {self.finetune}")
+        if not all(isinstance(name, str) and name for name in self.exclude):
+            raise ConfigError(
+                f"pruning.exclude must be parameter paths such as 'classifier/kernel', got "
+                f"{list(self.exclude)}"
+            )
         if self.prior_scope not in PRIOR_SCOPES:
             raise ConfigError(
                 f"pruning.prior_scope must be one of {PRIOR_SCOPES}, got {self.prior_scope!r}"
@@ -273,6 +289,16 @@ class RunConfig:
             raise ConfigError(
                 "--consistent-export: ssp's export keeps the structure each channel's gate chose; "
                 "the consistent export is for ctf, pmp and mrmp (tcmp's export is consistent)"
+            )
+        if self.pruning.exclude and self.method == "tcmp":
+            raise ConfigError(
+                "pruning.exclude: tcmp's masks and export span the whole feature path "
+                "(input to logits), so no prunable tensor can be left out of them"
+            )
+        if self.pruning.exclude and self.pruning.consistent_export:
+            raise ConfigError(
+                "pruning.exclude: the consistent export spans the whole feature path; "
+                "use one or the other"
             )
         if self.pruning.finetune > 0 and self.method == "mrmp":
             raise ConfigError(

@@ -29,7 +29,7 @@ from gcnprune_jax.data import DATA_DIR_ENV, load_dataset
 from gcnprune_jax.data.base import SkeletonDataset
 from gcnprune_jax.data.features import dataset_features, fit_standardizer, normalized_adjacency
 from gcnprune_jax.errors import CheckpointError, ConfigError, DivergenceError, OutputError
-from gcnprune_jax.models.gcn import build_gcn
+from gcnprune_jax.models.gcn import build_gcn, is_prunable, path_name, prunable_parameters
 from gcnprune_jax.pruning import api as pruning_api
 from gcnprune_jax.pruning.baselines import BASELINES, fixed
 from gcnprune_jax.pruning.shared import exact_export, realized_rate
@@ -211,6 +211,39 @@ def _method_hyper(cfg: RunConfig, n_nodes: int) -> dict[str, Any]:
     }.get(cfg.method, {})
 
 
+def budget_select(cfg: RunConfig) -> pruning_api.Select | None:
+    """The prunable tensors a run's method prunes and budgets: every prunable tensor (None,
+    the default rule) unless `pruning.exclude` names some to keep dense."""
+    excluded = frozenset(cfg.pruning.exclude)
+    if not excluded:
+        return None
+    return lambda path, leaf: is_prunable(path, leaf) and path_name(path) not in excluded
+
+
+def _check_excluded(cfg: RunConfig, latent: Any) -> None:
+    """A clear error for `pruning.exclude` names that are no prunable tensor of the model, or
+    that leave nothing to prune."""
+    if not cfg.pruning.exclude or cfg.method == "dense":
+        return
+    names = list(prunable_parameters(latent))
+    unknown = [n for n in cfg.pruning.exclude if n not in names]
+    if unknown:
+        raise ConfigError(
+            f"pruning.exclude: {unknown} are not prunable tensors of this model; they are {names}"
+        )
+    if set(names) <= set(cfg.pruning.exclude):
+        raise ConfigError("pruning.exclude: every prunable tensor is excluded, nothing to prune")
+
+
+def with_excluded(masks: dict[str, Any], latent: Any, select: pruning_api.Select | None):
+    """Masks over every prunable tensor: `masks` (over the budgeted ones) plus all-ones masks
+    for the tensors `pruning.exclude` keeps dense."""
+    if select is None:
+        return masks
+    full = {n: np.ones(np.shape(w), bool) for n, w in pruning_api.prunable_leaves(latent).items()}
+    return {**full, **masks}
+
+
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """What a run trains and when its phases change, from the config alone (no data, no model).
@@ -244,7 +277,10 @@ class Plan:
                     f"--method {cfg.method}: described in docs/methods.md but not implemented in "
                     f"this version; available methods: {', '.join(available)}"
                 )
-            method = pruning_api.get(cfg.method, **_method_hyper(cfg, n_nodes))
+            hyper = _method_hyper(cfg, n_nodes)
+            if cfg.pruning.exclude:
+                hyper["select"] = budget_select(cfg)
+            method = pruning_api.get(cfg.method, **hyper)
         prune_epoch = None
         if baseline is not None and not baseline.at_init:
             if cfg.train.epochs < 2:
@@ -354,6 +390,8 @@ class Run:
         self.plan = Plan.of(cfg, ds.n_nodes)
         self.data = make_fold_data(ds, cfg)
         self.models = build_fold_models(cfg, ds)
+        self.select = budget_select(cfg)
+        _check_excluded(cfg, self.models.latents[0])
         n_train = self.data.train.y.shape[1]
         self.trainer = Trainer(
             self.apply_fn, self.plan.soft_train_config(), self.plan.objective(), n_train=n_train
@@ -405,10 +443,15 @@ class Run:
         return self._select(latent, key, grads)
 
     def _select(self, latent: dict[str, Any], key: jax.Array, grads: Any) -> dict[str, Any]:
-        leaves = {n: np.asarray(w) for n, w in pruning_api.prunable_leaves(latent).items()}
+        leaves = {
+            n: np.asarray(w) for n, w in pruning_api.prunable_leaves(latent, self.select).items()
+        }
+        if grads is not None and self.select is not None:
+            grads = {n: g for n, g in grads.items() if n in leaves}
         masks = self.baseline.select(
             leaves, self.cfg.target_rate, key=key, grads=grads, options=self.cfg.pruning
         )
+        masks = with_excluded(masks, latent, self.select)
         return {n: jnp.asarray(m, jnp.float32) for n, m in masks.items()}
 
     def _loss_grads(self, latent: dict[str, Any], split: Split) -> dict[str, np.ndarray]:
@@ -498,17 +541,21 @@ class Run:
         rates = [realized_rate(m) for m in masks]
         return Export(masks=masks, soft_rates=rates, rounding_changed=[0] * n_folds)
 
-    def _fold_leaves(self, state: TrainState) -> list[dict[str, np.ndarray]]:
-        """Each fold's prunable latent tensors {path: Ŵ_ℓ}, as numpy."""
+    def _fold_leaves(
+        self, state: TrainState, select: pruning_api.Select | None = None
+    ) -> list[dict[str, np.ndarray]]:
+        """Each fold's prunable latent tensors {path: Ŵ_ℓ} (those `select` picks), as numpy."""
         return [
-            pruning_api.prunable_leaves(jax.tree.map(lambda a, f=f: np.asarray(a[f]), state.latent))
+            pruning_api.prunable_leaves(
+                jax.tree.map(lambda a, f=f: np.asarray(a[f]), state.latent), select
+            )
             for f in range(len(self.cfg.folds))
         ]
 
     def _soft_export(self, state: TrainState) -> Export:
         """The learned method's exact export of every fold from its soft masks."""
         n_folds = len(self.cfg.folds)
-        leaves = self._fold_leaves(state)
+        leaves = self._fold_leaves(state, self.select)
         ctx = Context(step=state.step[0], total_steps=jnp.asarray(self.trainer.total_steps))
         mask_ctx = pruning_api.MaskContext.from_train(ctx, self.cfg.target_rate)
         soft = jax.device_get(
@@ -530,8 +577,12 @@ class Run:
                 extra["aux"] = jax.tree.map(lambda a, f=f: np.asarray(a[f]), state.aux)
             fold_soft = {n: m[f] for n, m in soft.items()}
             exports.append(export_fn(fold_soft, leaves[f], self.cfg.target_rate, **extra))
+        fold_latent = [jax.tree.map(lambda a, f=f: a[f], state.latent) for f in range(n_folds)]
         return Export(
-            masks=[e.masks for e in exports],
+            masks=[
+                with_excluded(e.masks, lat, self.select)
+                for e, lat in zip(exports, fold_latent, strict=True)
+            ],
             soft_rates=[e.soft_rate for e in exports],
             rounding_changed=[e.rounding_changed for e in exports],
             details=[e.details for e in exports],

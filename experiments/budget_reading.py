@@ -1,8 +1,9 @@
-"""The budget without the classifier (SPEC §9): CTF's published budget sums over the layers
-ℓ = 1 … L−1, so the rate may count every prunable tensor but the classifier's. This script
-measures that reading (`pruning.exclude=["classifier/kernel"]`: the classifier stays dense,
-the rate applies to the other prunable weights) against the default one (every prunable
-tensor budgeted) on validation data:
+"""The budget without the classifier (docs/methods.md, "The budget without the classifier"):
+CTF's published budget sums over the layers ℓ = 1 … L−1, so the rate may count every prunable
+tensor but the classifier's. This script measures that reading
+(`pruning.exclude=["classifier/kernel"]`: the classifier stays dense, the rate applies to the
+other prunable weights) against the default one (every prunable tensor budgeted) on
+validation data:
 
     GCNPRUNE_DATA_DIR=../shared/data python experiments/budget_reading.py --dataset sbu
 
@@ -47,7 +48,7 @@ def report(dataset: str, rows: dict[str, dict], rates: tuple[float, ...]) -> str
         "of the training split held out (per class), each method with the library's defaults. "
         "`all`: the rate counts every prunable tensor (the default); `no-classifier`: "
         '`pruning.exclude=["classifier/kernel"]`, the classifier kept dense and the rate '
-        "counted over the other prunable tensors (SPEC §9). Validation accuracy in % "
+        "counted over the other prunable tensors. Validation accuracy in % "
         "(realized rate over all prunable weights, weights kept, structured FLOPs as a "
         "fraction of dense). The test split is not read.",
         "",

@@ -92,7 +92,7 @@ class PruningConfig:
       so the rate is allocated across tensors by magnitude, as global magnitude pruning).
     exclude: prunable parameters (by path, e.g. "classifier/kernel") that stay dense and out of
       the budget: the rate r applies to the other prunable weights (CTF's published budget
-      sums over the layers ℓ = 1 … L−1, SPEC §9: `exclude=("classifier/kernel",)`), so the
+      sums over the layers ℓ = 1 … L−1, docs/methods.md: `exclude=("classifier/kernel",)`), so the
       realized rate over all prunable weights is below r. Every method but tcmp (its masks
       and export span the whole feature path) and the consistent export; () = prune all.
     """

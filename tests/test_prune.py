@@ -72,7 +72,7 @@ def test_every_method_exports_exactly_the_target_rate(method, synthetic, tmp_pat
     [("magnitude", {}), ("snip", {}), ("ctf", {"finetune": 0.25}), ("pmp", {})],
 )
 def test_excluded_tensors_stay_dense_and_out_of_the_budget(method, extra, synthetic, tmp_path):
-    """pruning.exclude (SPEC §9: CTF's budget over every layer but the classifier): the rate
+    """pruning.exclude (CTF's published budget sums over every layer but the classifier): the rate
     applies to the other prunable tensors, the excluded one is kept whole."""
     rate, excluded = 0.9, "classifier/kernel"
     cfg = pruned(method, rate, exclude=(excluded,), **extra)

@@ -235,13 +235,12 @@ def _check_excluded(cfg: RunConfig, latent: Any) -> None:
         raise ConfigError("pruning.exclude: every prunable tensor is excluded, nothing to prune")
 
 
-def with_excluded(masks: dict[str, Any], latent: Any, select: pruning_api.Select | None):
-    """Masks over every prunable tensor: `masks` (over the budgeted ones) plus all-ones masks
-    for the tensors `pruning.exclude` keeps dense."""
-    if select is None:
+def with_excluded(masks: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+    """Masks over every prunable tensor ({path: shape}, in its order): `masks` (over the
+    budgeted ones) and all-ones masks for the tensors `pruning.exclude` keeps dense."""
+    if masks.keys() == shapes.keys():
         return masks
-    full = {n: np.ones(np.shape(w), bool) for n, w in pruning_api.prunable_leaves(latent).items()}
-    return {**full, **masks}
+    return {n: masks[n] if n in masks else np.ones(shape, bool) for n, shape in shapes.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -392,6 +391,7 @@ class Run:
         self.models = build_fold_models(cfg, ds)
         self.select = budget_select(cfg)
         _check_excluded(cfg, self.models.latents[0])
+        self.prunable_shapes = prunable_parameters(self.models.latents[0])
         n_train = self.data.train.y.shape[1]
         self.trainer = Trainer(
             self.apply_fn, self.plan.soft_train_config(), self.plan.objective(), n_train=n_train
@@ -451,7 +451,7 @@ class Run:
         masks = self.baseline.select(
             leaves, self.cfg.target_rate, key=key, grads=grads, options=self.cfg.pruning
         )
-        masks = with_excluded(masks, latent, self.select)
+        masks = with_excluded(masks, self.prunable_shapes)
         return {n: jnp.asarray(m, jnp.float32) for n, m in masks.items()}
 
     def _loss_grads(self, latent: dict[str, Any], split: Split) -> dict[str, np.ndarray]:
@@ -577,12 +577,8 @@ class Run:
                 extra["aux"] = jax.tree.map(lambda a, f=f: np.asarray(a[f]), state.aux)
             fold_soft = {n: m[f] for n, m in soft.items()}
             exports.append(export_fn(fold_soft, leaves[f], self.cfg.target_rate, **extra))
-        fold_latent = [jax.tree.map(lambda a, f=f: a[f], state.latent) for f in range(n_folds)]
         return Export(
-            masks=[
-                with_excluded(e.masks, lat, self.select)
-                for e, lat in zip(exports, fold_latent, strict=True)
-            ],
+            masks=[with_excluded(e.masks, self.prunable_shapes) for e in exports],
             soft_rates=[e.soft_rate for e in exports],
             rounding_changed=[e.rounding_changed for e in exports],
             details=[e.details for e in exports],

@@ -231,10 +231,12 @@ class PruningConfig:
             raise ConfigError(f"pruning.control_speed must be > 0, got {self.control_speed}")
         if not 0.0 <= self.finetune < 1.0:
             raise ConfigError(f"pruning.finetune must be in [0, 1), got {self.finetune}")
-        if not all(isinstance(name, str) and name for name in self.exclude):
+        if isinstance(self.exclude, str) or not all(
+            isinstance(name, str) and name for name in self.exclude
+        ):
             raise ConfigError(
-                f"pruning.exclude must be parameter paths such as 'classifier/kernel', got "
-                f"{list(self.exclude)}"
+                "pruning.exclude must be a list of parameter paths such as "
+                f'["classifier/kernel"], got {self.exclude!r}'
             )
         if self.prior_scope not in PRIOR_SCOPES:
             raise ConfigError(
@@ -295,7 +297,8 @@ class RunConfig:
                 "pruning.exclude: tcmp's masks and export span the whole feature path "
                 "(input to logits), so no prunable tensor can be left out of them"
             )
-        if self.pruning.exclude and self.pruning.consistent_export:
+        baselines = ("dense", "magnitude", "structured", "random", "snip")
+        if self.pruning.exclude and self.pruning.consistent_export and self.method not in baselines:
             raise ConfigError(
                 "pruning.exclude: the consistent export spans the whole feature path; "
                 "use one or the other"

@@ -44,5 +44,10 @@ def test_excluded_tensors_stay_dense_and_out_of_the_budget(method, extra, synthe
 def test_exclude_errors(synthetic):
     with pytest.raises(ConfigError, match="tcmp"):
         pruned("tcmp", 0.9, exclude=("classifier/kernel",))
+    with pytest.raises(ConfigError, match="a list of parameter paths"):
+        pruned("ctf", 0.9, exclude="classifier/kernel")
+    with pytest.raises(ConfigError, match="consistent export"):
+        pruned("ctf", 0.9, exclude=("classifier/kernel",), consistent_export=True)
+    pruned("magnitude", 0.9, exclude=("classifier/kernel",), consistent_export=True)  # unused
     with pytest.raises(ConfigError, match="not prunable tensors"):
         Run(pruned("ctf", 0.9, exclude=("classifier/bias",)), synthetic)

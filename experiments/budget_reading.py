@@ -17,13 +17,12 @@ The test split is never read; nothing here chooses a default.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tune import DATASET_SETTINGS, read_ledger, run_trial
+from tune import DATASET_SETTINGS, append_rows, read_ledger, run_trial
 
 METHODS = ("magnitude", "ctf", "pmp")
 RATES = (0.98, 0.99)
@@ -82,10 +81,9 @@ def main() -> None:
                 if key in rows:
                     continue
                 trial = {"method": method, "variant": reading, "rate": rate, "set": overrides}
-                for row in run_trial(args.dataset, trial, args.runs, rates):
-                    rows[row["id"]] = row
-                    with ledger.open("a") as f:
-                        f.write(json.dumps(row) + "\n")
+                new_rows = run_trial(args.dataset, trial, args.runs, rates)
+                append_rows(ledger, rows, new_rows)
+                for row in new_rows:
                     print(f"{method:>10} {reading:>13} r={rate:g}: {_cell(row)}", flush=True)
     out = Path(args.results) / f"budget_reading_{args.dataset}.md"
     out.write_text(report(args.dataset, rows, rates))

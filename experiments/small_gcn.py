@@ -17,14 +17,13 @@ split is never read; nothing here chooses a default.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tune import DATASET_SETTINGS, read_ledger, run_trial
+from tune import DATASET_SETTINGS, append_rows, read_ledger, run_trial
 
 from gcnprune_jax.errors import DivergenceError
 
@@ -126,9 +125,8 @@ def main() -> None:
                 new_rows = [{"id": key, "method": method, "rate": rate, "error": str(err)}]
             for row in new_rows:
                 row.update(variant=args.variant, extra=args.set)
-                rows[row["id"]] = row
-                with ledger.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
+            append_rows(ledger, rows, new_rows)
+            for row in new_rows:
                 print(f"{method:>10} r={rate:g}: {_cell(row)}", flush=True)
     out = Path(args.results) / f"small_gcn_{args.dataset}.md"
     out.write_text(report(args.dataset, rows, rates, variants(rows)))

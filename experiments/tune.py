@@ -209,6 +209,14 @@ def read_ledger(path: Path) -> dict[str, dict[str, Any]]:
     return rows
 
 
+def append_rows(path: Path, rows: dict[str, dict[str, Any]], new: list[dict[str, Any]]) -> None:
+    """Append `new` ledger rows to the ledger file at `path` and to `rows` (keyed by id)."""
+    with path.open("a") as f:
+        for row in new:
+            f.write(json.dumps(row) + "\n")
+            rows[row["id"]] = row
+
+
 def choose(rows: dict[str, dict[str, Any]], rates: tuple[float, ...]) -> dict[str, str]:
     """Per method, the variant of best mean validation accuracy over `rates` (variants with
     a missing rate are not eligible; ties go to the first listed)."""
@@ -383,16 +391,14 @@ def main() -> None:
                 except Exception as err:  # a failed trial is reported, the others go on
                     print(f"FAILED {t['method']}/{t['variant']} r={t['rate']}: {err!r}", flush=True)
                     continue
-                with ledger.open("a") as f:
-                    for row in new:
-                        f.write(json.dumps(row) + "\n")
-                        rows[row["id"]] = row
-                        print(
-                            f"{row['id']}: val {_pct(row['val_accuracy'])}  soft "
-                            f"{row['soft_rate']:.4f}  crisp {row['crisp_fraction'] or 0:.4f}  "
-                            f"{row['trial_s']:.0f} s",
-                            flush=True,
-                        )
+                append_rows(ledger, rows, new)
+                for row in new:
+                    print(
+                        f"{row['id']}: val {_pct(row['val_accuracy'])}  soft "
+                        f"{row['soft_rate']:.4f}  crisp {row['crisp_fraction'] or 0:.4f}  "
+                        f"{row['trial_s']:.0f} s",
+                        flush=True,
+                    )
                 write_report(args.dataset, rows, results / f"tuning_{args.dataset}.md", command)
     write_report(args.dataset, rows, results / f"tuning_{args.dataset}.md", command)
     print(f"wrote {results / f'tuning_{args.dataset}.md'} on {platform.node()}", flush=True)

@@ -15,7 +15,9 @@ The schedule follows the method's (`PruningMethod.schedule`), as `gcnprune prune
   the crisp masks selected from the trained weights, fine-tuning with them fixed;
 - `sparse_from_init` (random): the masks chosen at initialization, fixed throughout;
 - `dense`: no pruning.
-MRMP (one training for several rates) is trained by `gcnprune prune --method mrmp`.
+- MRMP (`"mrmp"`, its training rates given as `rates=`): one soft training for all of them
+  at once, exported at `target_rate`; `pruned.serve(rate)` exports the same training at any
+  other rate without retraining (no fine-tuning, which would fix one rate's masks).
 
 A method's defaults were chosen on this project's GCN; for a model of your own, `choose` picks
 its options (e.g. the budget weight `lam`) on validation accuracy and retrains with them:
@@ -68,7 +70,8 @@ class Pruned:
       `penalty`, `train_accuracy` and, with `val`, `val_accuracy` of the network as it
       trains (soft masks before the export); dangling_connections and flops (`dense`,
       `unstructured`, `structured` per sample) when the model's `chain` was given (else
-      None)."""
+      None); serve: MRMP only, `serve(rate)` is the same training exported at `rate` (no
+      retraining; during MRMP's training `val_accuracy` is the mean over its rates)."""
 
     params: Params
     latent: Params
@@ -82,6 +85,10 @@ class Pruned:
     history: list[dict[str, float]]
     dangling_connections: int | None = None
     flops: dict[str, int] | None = None
+    # MRMP: rate -> the same training exported at that rate (None for other methods)
+    serve: Callable[[float], Pruned] | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
 
     def save_masks(self, path: str | Path) -> Path:
         """Write the crisp masks as `masks.npz` does (one bool array per leaf path)."""
@@ -140,7 +147,9 @@ def prune(
     `target_rate`, export crisp masks at exactly that rate and fine-tune (module docstring).
 
     method: a registered name (`api.names()`; built with `api.get(name, select=select,
-      **hyper)`) or a `PruningMethod` (then `select` and `hyper` must not be given).
+      **hyper)`) or a `PruningMethod` (then `select` and `hyper` must not be given). MRMP is
+      given by name with its training rates, e.g. `rates=(0.5, 0.9, 0.99)` (default
+      `pruning.pmp.DEFAULT_RATES`), and serves other rates through `Pruned.serve`.
     train_config: optimizer settings (`train.TrainConfig`; its `epochs` is replaced by
       `epochs`); default: Adam at 1e-3, full batch, the adaptive learning-rate rule.
     finetune: soft methods' fraction of the epochs spent fine-tuning with the crisp masks
@@ -166,8 +175,13 @@ def prune(
         raise ConfigError(f"prune: chain must be a chain.Chain, got {type(chain).__name__}")
     if chain is not None and select is None:
         select = chain.select()
+    rates = None  # MRMP's training rates
     if isinstance(method, str):
         name = method
+        if name == "mrmp":
+            from gcnprune_jax.pruning.pmp import DEFAULT_RATES, check_rates
+
+            rates = check_rates(hyper.get("rates", DEFAULT_RATES))
         if name == "tcmp" and "model" not in hyper:
             if chain is None:
                 raise ConfigError(
@@ -188,7 +202,16 @@ def prune(
             )
         default_finetune = 0.0
     if method.name == "mrmp":
-        raise ConfigError("prune: MRMP trains several rates at once; use gcnprune prune")
+        if rates is None:
+            raise ConfigError(
+                'prune: give MRMP by name ("mrmp", rates=(...)): its training rates are not '
+                "part of a PruningMethod"
+            )
+        if finetune:
+            raise ConfigError(
+                "prune: MRMP serves every rate from one training, and fine-tuning would fix one "
+                "rate's masks; use finetune=0 with mrmp"
+            )
     if not 0.0 <= float(target_rate) < 1.0:
         raise ConfigError(f"prune: target_rate must be in [0, 1), got {target_rate}")
     finetune = default_finetune if finetune is None else float(finetune)
@@ -229,10 +252,15 @@ def prune(
     if method.prepare is not None:
         latent = method.prepare(latent, jax.random.fold_in(init_key, 2))
     soft_cfg = dataclasses.replace(cfg, epochs=max(export_epoch, 1))
+    objective = (
+        api.to_objective(method, target_rate)
+        if rates is None
+        else api.to_multi_rate_objective(method, rates)
+    )
     first = Trainer(
         apply3,
         soft_cfg if method.schedule == "soft" else cfg,
-        api.to_objective(method, target_rate),
+        objective,
         n_train=n_train,
         fold_axis=False,
         epoch_loop=epoch_loop,
@@ -269,67 +297,84 @@ def prune(
             StallWarning,
             stacklevel=2,
         )
-    soft_rate = rounding = crisp = None
-    if method.schedule == "dense":
-        masks = {n: np.ones(np.shape(w), bool) for n, w in leaves.items()}
-        result_latent = state.latent
-    else:
-        latent_now = state.latent
+
+    def export_at(rate: float, trained: TrainState) -> tuple[dict[str, np.ndarray], dict]:
+        """The method's exact export of the soft state `trained` at `rate`: crisp masks and
+        (soft methods) how far the soft masks were from them."""
         ctx = api.MaskContext.from_train(
-            Context(step=state.step, total_steps=jnp.asarray(first.total_steps)), target_rate
+            Context(step=trained.step, total_steps=jnp.asarray(first.total_steps)), rate
         )
-        soft = jax.device_get(method.mask(latent_now, state.aux, ctx))
+        soft = jax.device_get(method.mask(trained.latent, trained.aux, ctx))
         current = {
-            n: np.asarray(w) for n, w in api.prunable_leaves(latent_now, method.select).items()
+            n: np.asarray(w) for n, w in api.prunable_leaves(trained.latent, method.select).items()
         }
         export_fn = method.export or exact_export
         extra = {}
         if method.trainable_aux and method.export is not None:
-            extra["aux"] = jax.device_get(state.aux)
-        exported = export_fn(soft, current, target_rate, **extra)
-        masks = {n: np.asarray(m, bool) for n, m in exported.masks.items()}
+            extra["aux"] = jax.device_get(trained.aux)
+        exported = export_fn(soft, current, rate, **extra)
+        stats = {"soft_rate": None, "rounding_changed": None, "crisp_fraction": None}
         if method.schedule == "soft":
-            soft_rate = float(exported.soft_rate)
-            rounding = int(exported.rounding_changed)
-            crisp = crisp_fraction(soft)
-        # fine-tuning: the crisp masks held fixed as the state's aux, a fresh optimizer
-        second = Trainer(
-            apply3,
-            cfg,
-            api.to_objective(fixed(method.select), 0.0),
-            n_train=n_train,
-            fold_axis=False,
-            epoch_loop=epoch_loop,
+            stats = {
+                "soft_rate": float(exported.soft_rate),
+                "rounding_changed": int(exported.rounding_changed),
+                "crisp_fraction": crisp_fraction(soft),
+            }
+        return {n: np.asarray(m, bool) for n, m in exported.masks.items()}, stats
+
+    def result(rate: float, latent: Params, masks: dict[str, np.ndarray], stats: dict, serve):
+        dangling = flops = None
+        if chain is not None:
+            full = chain.full(masks)
+            dangling = chain_lib.dangling_connections(chain, full)
+            flops = {
+                "dense": chain_lib.dense_flops(chain),
+                "unstructured": chain_lib.flops_unstructured(chain, full),
+                "structured": chain_lib.flops_structured(chain, full),
+            }
+        return Pruned(
+            params=api.apply_masks(latent, masks, method.select),
+            latent=latent,
+            masks=masks,
+            target_rate=float(rate),
+            realized_rate=realized_rate(masks),
+            export_epoch=None if method.schedule == "dense" else export_epoch,
+            history=history,
+            dangling_connections=dangling,
+            flops=flops,
+            serve=serve,
+            **stats,
         )
-        fixed_masks = {n: jnp.asarray(m, jnp.float32) for n, m in masks.items()}
-        state = TrainState(
-            latent_now, second.optimizer.init(latent_now), fixed_masks, state.step, state.key
-        )
-        state = run(second, state, export_epoch, epochs)
-        result_latent = state.latent
-    dangling = flops = None
-    if chain is not None:
-        full = chain.full(masks)
-        dangling = chain_lib.dangling_connections(chain, full)
-        flops = {
-            "dense": chain_lib.dense_flops(chain),
-            "unstructured": chain_lib.flops_unstructured(chain, full),
-            "structured": chain_lib.flops_structured(chain, full),
-        }
-    return Pruned(
-        params=api.apply_masks(result_latent, masks, method.select),
-        latent=result_latent,
-        masks=masks,
-        target_rate=float(target_rate),
-        realized_rate=realized_rate(masks),
-        soft_rate=soft_rate,
-        rounding_changed=rounding,
-        crisp_fraction=crisp,
-        export_epoch=None if method.schedule == "dense" else export_epoch,
-        history=history,
-        dangling_connections=dangling,
-        flops=flops,
+
+    if method.schedule == "dense":
+        masks = {n: np.ones(np.shape(w), bool) for n, w in leaves.items()}
+        stats = {"soft_rate": None, "rounding_changed": None, "crisp_fraction": None}
+        return result(target_rate, state.latent, masks, stats, None)
+    masks, stats = export_at(target_rate, state)
+    if rates is not None:  # MRMP: no fine-tuning; any rate is served from this training
+
+        def serve(rate: float) -> Pruned:
+            if not 0.0 <= float(rate) < 1.0:
+                raise ConfigError(f"serve: rate must be in [0, 1), got {rate}")
+            return result(rate, trained.latent, *export_at(rate, trained), serve)
+
+        trained = state
+        return result(target_rate, state.latent, masks, stats, serve)
+    # fine-tuning: the crisp masks held fixed as the state's aux, a fresh optimizer
+    second = Trainer(
+        apply3,
+        cfg,
+        api.to_objective(fixed(method.select), 0.0),
+        n_train=n_train,
+        fold_axis=False,
+        epoch_loop=epoch_loop,
     )
+    fixed_masks = {n: jnp.asarray(m, jnp.float32) for n, m in masks.items()}
+    state = TrainState(
+        state.latent, second.optimizer.init(state.latent), fixed_masks, state.step, state.key
+    )
+    state = run(second, state, export_epoch, epochs)
+    return result(target_rate, state.latent, masks, stats, None)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -173,8 +173,42 @@ def test_clear_errors():
         fit.prune(apply, params, "magnitude", 0.5, (x, y[:10]), epochs=4, select=_select)
     with pytest.raises(ConfigError, match="target_rate"):
         fit.prune(apply, params, "magnitude", 1.0, (x, y), epochs=4, select=_select)
-    with pytest.raises(ConfigError, match="MRMP"):
-        fit.prune(apply, params, "mrmp", 0.5, (x, y), epochs=4, select=_select)
+    with pytest.raises(ConfigError, match="finetune=0 with mrmp"):
+        fit.prune(apply, params, "mrmp", 0.5, (x, y), epochs=4, select=_select, finetune=0.3)
+    with pytest.raises(ConfigError, match="by name"):
+        fit.prune(apply, params, api.get("mrmp", select=_select), 0.5, (x, y), epochs=4)
+
+
+def test_mrmp_trains_once_and_serves_any_rate_exactly():
+    """One multi-rate training (rates 0.5 and 0.9), exported at 0.9 and served at 0.7 and 0.95
+    without retraining: exact counts, the same latent weights, larger rates keep fewer."""
+    apply, params = _mlp()
+    x, y = _data()
+    pruned = fit.prune(
+        apply,
+        params,
+        "mrmp",
+        0.9,
+        (x[:180], y[:180]),
+        val=(x[180:], y[180:]),
+        epochs=20,
+        rates=(0.5, 0.9),
+        select=_select,
+    )
+    total = sum(m.size for m in pruned.masks.values())
+    assert pruned.export_epoch == 20 and pruned.soft_rate is not None
+    assert sum(int(m.sum()) for m in pruned.masks.values()) == keep_count(total, 0.9)
+    kept = {}
+    for rate in (0.7, 0.9, 0.95):
+        served = pruned.serve(rate)
+        kept[rate] = sum(int(m.sum()) for m in served.masks.values())
+        assert kept[rate] == keep_count(total, rate) and served.target_rate == rate
+        assert served.latent is pruned.latent
+    for name, mask in pruned.serve(0.9).masks.items():
+        np.testing.assert_array_equal(mask, pruned.masks[name])
+    assert all(0.0 <= r["val_accuracy"] <= 1.0 for r in pruned.history)
+    magnitude = fit.prune(apply, params, "magnitude", 0.9, (x, y), epochs=4, select=_select)
+    assert magnitude.serve is None
 
 
 def test_python_epoch_loop_matches_the_scan():

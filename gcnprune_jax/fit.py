@@ -44,6 +44,7 @@ from gcnprune_jax import chain as chain_lib
 from gcnprune_jax.errors import ConfigError
 from gcnprune_jax.pruning import api
 from gcnprune_jax.pruning.baselines import fixed
+from gcnprune_jax.pruning.pmp import DEFAULT_RATES, check_rates
 from gcnprune_jax.pruning.shared import exact_export, realized_rate
 from gcnprune_jax.train import Context, Split, TrainConfig, Trainer, TrainState
 
@@ -179,8 +180,6 @@ def prune(
     if isinstance(method, str):
         name = method
         if name == "mrmp":
-            from gcnprune_jax.pruning.pmp import DEFAULT_RATES, check_rates
-
             rates = check_rates(hyper.get("rates", DEFAULT_RATES))
         if name == "tcmp" and "model" not in hyper:
             if chain is None:

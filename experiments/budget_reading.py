@@ -16,13 +16,12 @@ The test split is never read; nothing here chooses a default.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tune import DATASET_SETTINGS, append_rows, read_ledger, run_trial
+from tune import DATASET_SETTINGS, append_rows, read_ledger, run_trial, trial_parser
 
 METHODS = ("magnitude", "ctf", "pmp")
 RATES = (0.98, 0.99)
@@ -64,12 +63,7 @@ def report(dataset: str, rows: dict[str, dict], rates: tuple[float, ...]) -> str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", choices=sorted(DATASET_SETTINGS), required=True)
-    parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--rates", default=",".join(map(str, RATES)))
-    parser.add_argument("--runs", default="runs/budget_reading")
-    parser.add_argument("--results", default=str(Path(__file__).parent / "results"))
+    parser = trial_parser(__doc__, DATASET_SETTINGS, METHODS, RATES, "runs/budget_reading")
     args = parser.parse_args()
     rates = tuple(float(r) for r in args.rates.split(","))
     ledger = Path(args.results) / f"budget_reading_{args.dataset}.jsonl"

@@ -16,14 +16,13 @@ split is never read; nothing here chooses a default.
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tune import DATASET_SETTINGS, append_rows, read_ledger, run_trial
+from tune import DATASET_SETTINGS, append_rows, read_ledger, run_trial, trial_parser
 
 from gcnprune_jax.errors import DivergenceError
 
@@ -87,10 +86,7 @@ def report(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", choices=sorted(FILTERS), required=True)
-    parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--rates", default=",".join(map(str, RATES)))
+    parser = trial_parser(__doc__, FILTERS, METHODS, RATES, "runs/small_gcn")
     parser.add_argument(
         "--variant",
         default="small",
@@ -102,8 +98,6 @@ def main() -> None:
         default=[],
         help="extra section.field=value override of this variant, e.g. pruning.budget_lambda=40",
     )
-    parser.add_argument("--runs", default="runs/small_gcn")
-    parser.add_argument("--results", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
     rates = tuple(float(r) for r in args.rates.split(","))
     ledger = Path(args.results) / f"small_gcn_{args.dataset}.jsonl"

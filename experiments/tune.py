@@ -347,17 +347,26 @@ def write_report(dataset: str, rows: dict[str, dict[str, Any]], path: Path, comm
     path.write_text("\n".join(lines))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", choices=sorted(DATASET_SETTINGS), required=True)
-    parser.add_argument("--methods", default=",".join(VARIANTS), help="comma-separated")
-    parser.add_argument("--rates", default=",".join(map(str, RATES)))
-    parser.add_argument("--variants", help="comma-separated variant names (default: all)")
-    parser.add_argument("--workers", type=int, default=1, help="parallel trial processes")
-    parser.add_argument("--runs", default="runs/tune", help="trial run directories")
+def trial_parser(
+    description: str, datasets: Any, methods: Any, rates: tuple[float, ...], runs: str
+) -> argparse.ArgumentParser:
+    """The options every validation-trial script shares: --dataset, --methods, --rates,
+    --runs (trial run directories) and --results (ledger and report)."""
+    parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
+    parser.add_argument("--dataset", choices=sorted(datasets), required=True)
+    parser.add_argument("--methods", default=",".join(methods), help="comma-separated")
+    parser.add_argument("--rates", default=",".join(map(str, rates)))
+    parser.add_argument("--runs", default=runs, help="trial run directories")
     parser.add_argument(
         "--results", default=str(Path(__file__).parent / "results"), help="ledger and report"
     )
+    return parser
+
+
+def main() -> None:
+    parser = trial_parser(__doc__, DATASET_SETTINGS, VARIANTS, RATES, "runs/tune")
+    parser.add_argument("--variants", help="comma-separated variant names (default: all)")
+    parser.add_argument("--workers", type=int, default=1, help="parallel trial processes")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     rates = tuple(float(r) for r in args.rates.split(","))

@@ -355,9 +355,8 @@ def prune(
         def serve(rate: float) -> Pruned:
             if not 0.0 <= float(rate) < 1.0:
                 raise ConfigError(f"serve: rate must be in [0, 1), got {rate}")
-            return result(rate, trained.latent, *export_at(rate, trained), serve)
+            return result(rate, state.latent, *export_at(rate, state), serve)
 
-        trained = state
         return result(target_rate, state.latent, masks, stats, serve)
     # fine-tuning: the crisp masks held fixed as the state's aux, a fresh optimizer
     second = Trainer(

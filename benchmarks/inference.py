@@ -81,7 +81,12 @@ def main() -> None:
     parser.add_argument("--rates", default=",".join(map(str, RATES)))
     parser.add_argument("--batch-sizes", default="1,64,1024")
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed",
+        default="0",
+        help="seed of the runs to time; a comma-separated list takes, per method and rate, the "
+        "first seed whose run exists (e.g. 1,0 on a partly filled grid)",
+    )
     parser.add_argument("--out", default="benchmarks/results/inference")
     parser.add_argument(
         "--onnx",
@@ -97,10 +102,15 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     for method in args.methods.split(","):
         for rate in (float(r) for r in args.rates.split(",")):
-            run_dir = root / f"{method}_r{rate:g}_s{args.seed}"
-            if not (run_dir / "result.json").is_file():
-                missing.append(run_dir.name)
+            found = [
+                root / f"{method}_r{rate:g}_s{seed}"
+                for seed in args.seed.split(",")
+                if (root / f"{method}_r{rate:g}_s{seed}" / "result.json").is_file()
+            ]
+            if not found:
+                missing.append(f"{method}_r{rate:g}_s{args.seed}")
                 continue
+            run_dir = found[0]
             res = bench_checkpoint(
                 run_dir, batch_sizes=batch_sizes, repeats=args.repeats, onnx=args.onnx
             )
@@ -132,10 +142,13 @@ def write(out, args, results, missing, seconds, batch_sizes, note="") -> None:
     for res in results:
         auto = next(r for r in res["rows"] if r["path"] == "compact_auto" and r["batch"] == big)
         ratio = res["flop_ratio_structured"]
+        # no FLOPs left (the input no longer reaches the logits): the network is a constant
+        left = res["flops"]["structured"] > 0
+        share = f"{100 * auto['speedup'] / ratio:.0f}%" if left else "–"
         summary.append(
             f"| {res['method']} | {res['target_rate']:g} | {res['flops']['structured']} | "
-            f"{res['flops']['compact']} | {ratio:.2f} | {auto['speedup']:.2f} | "
-            f"{100 * auto['speedup'] / ratio:.0f}% | "
+            f"{res['flops']['compact']} | {f'{ratio:.2f}' if left else '∞'} | "
+            f"{auto['speedup']:.2f} | {share} | "
             f"{res['max_relative_error']['compact_auto']:.1e} |"
         )
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -154,7 +167,8 @@ def write(out, args, results, missing, seconds, batch_sizes, note="") -> None:
         + f"GCNPRUNE_DATA_DIR=../shared/data python benchmarks/inference.py --dataset "
         f"{args.dataset} --runs {args.runs} --batch-sizes {','.join(map(str, batch_sizes))}"
         + (f" --tag {args.tag}" if args.tag else "")
-        + f" --methods {args.methods} --rates {args.rates}",
+        + f" --methods {args.methods} --rates {args.rates} --seed {args.seed}"
+        + (" --onnx" if args.onnx else ""),
         "```",
         "",
         *summary,
@@ -173,6 +187,7 @@ def write(out, args, results, missing, seconds, batch_sizes, note="") -> None:
         *markdown_stages(results),
         "",
     ]
+    lines.append(f"Runs timed: {', '.join(Path(r['source']).name for r in results)}.")
     if missing:
         lines.append(f"No run found (not benchmarked): {', '.join(missing)}.")
     lines.append(f"Total {seconds:.0f} s. {note}")

@@ -95,6 +95,10 @@ def test_compacted_network_has_the_masked_networks_logits(attention, filters):
         chunked = dataclasses.replace(net.spec, batch_chunk=4)
         out = _jit_apply(chunked, net.params, x, _adjacency(V))
         assert _relative(out, reference) < 1e-5
+        # the key axis (V = 6) padded to 8 by default, unpadded, or padded to 16: same logits
+        for multiple in (1, 16):
+            keys = dataclasses.replace(net.spec, key_multiple=multiple)
+            assert _relative(_jit_apply(keys, net.params, x, _adjacency(V)), reference) < 1e-5
 
 
 def test_compaction_removes_pruned_heads_columns_and_dead_units():

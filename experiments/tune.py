@@ -94,9 +94,23 @@ VARIANTS: dict[str, dict[str, list[str]]] = {
         "global+ft50+lr2": _GLOBAL + _FT50 + _LR2,
         "global+ft50+bin": _GLOBAL + _FT50 + _BIN,
         "global+ft50+bin+bc": _GLOBAL + _FT50 + _BIN + _BC,
+        "global+ft50+bin+ce": _GLOBAL + _FT50 + _BIN + _CE,
     },
-    "mrmp": {"default": [], "global": _GLOBAL, "global+bin": _GLOBAL + _BIN},
+    "mrmp": {
+        "default": [],
+        "global": _GLOBAL,
+        "global+bin": _GLOBAL + _BIN,
+        "global+bin+ce": _GLOBAL + _BIN + _CE,
+    },
 }
+# The consistent export is CTF's, PMP's and MRMP's default since it won on validation data
+# (the `+ce` variants); their other named variants keep it off, so that a name means the same
+# settings, and reruns reproduce the ledger's rows, whatever the defaults.
+for _method in ("ctf", "pmp", "mrmp"):
+    for _name, _overrides in VARIANTS[_method].items():
+        if _name != "default" and "ce" not in _name.split("+"):
+            VARIANTS[_method][_name] = [*_overrides, "pruning.consistent_export=false"]
+
 # Variants of a setting every method shares (the training schedule): measured per method, but
 # chosen for all methods at once (docs/methods.md), so never a single method's choice here.
 SHARED_VARIANTS = {"lr2"}

@@ -223,7 +223,7 @@ def _add_pruning_options(p: argparse.ArgumentParser) -> None:
         "--exclude",
         type=_str_list,
         help="prunable tensors kept dense and out of the budget, e.g. classifier/kernel "
-        "(the rate applies to the others; not tcmp)",
+        "(the rate applies to the others; not tcmp; turns off the consistent export)",
     )
     g.add_argument(
         "--prune-at",
@@ -371,6 +371,11 @@ def config_from_args(args: argparse.Namespace) -> Any:
             value = getattr(args, name, None)
             if value is not None:
                 sections[section][name] = value
+    pruning = sections["pruning"]
+    if pruning.get("exclude") and "consistent_export" not in pruning:
+        # the consistent export (ctf's, pmp's and mrmp's default) spans every prunable tensor, so
+        # --exclude turns it off unless --consistent-export asks for both (a clear error)
+        pruning["consistent_export"] = False
     return cfg.replace(
         fold=args.fold,
         seed=args.seed,

@@ -82,7 +82,7 @@ class PruningConfig:
       first 1 − finetune of the epochs, export the crisp masks at the target rate, and
       fine-tune the weights with those masks fixed for the rest (same total epochs as every
       other method); 0 = evaluate straight after the export.
-    consistent_export: CTF, PMP and MRMP export with TCMP's consistent export
+    consistent_export: CTF, PMP and MRMP (their default) export with TCMP's consistent export
       (docs/methods.md#tcmp): the c best-ranked entries that lie on an input→output path, so the
       whole budget is spent on live connections (SSP's export keeps its gates' structures instead;
       TCMP's is consistent already).
@@ -301,7 +301,8 @@ class RunConfig:
         if self.pruning.exclude and self.pruning.consistent_export and self.method not in baselines:
             raise ConfigError(
                 "pruning.exclude: the consistent export spans the whole feature path; "
-                "use one or the other"
+                "use one or the other (pruning.consistent_export=False, --no-consistent-export; "
+                "on the command line --exclude turns off ctf's, pmp's and mrmp's default one)"
             )
         if self.pruning.finetune > 0 and self.method == "mrmp":
             raise ConfigError(
@@ -399,7 +400,7 @@ _DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 #   PMP's train-step time (docs/methods.md, "binned alignment"); PMP with the budget
 #   controller meets its budget but scored 76.76 against 80.16, so it stays off.
 _METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "ctf": {"zero_floor": True, "finetune": 0.3},
+    "ctf": {"zero_floor": True, "finetune": 0.3, "consistent_export": True},
     "ssp": {"finetune": 0.3, "budget_control": True},
     "tcmp": {
         "kappa_start": 0.5,
@@ -413,8 +414,9 @@ _METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
         "prior_scope": "global",
         "finetune": 0.5,
         "alignment": "wasserstein_binned",
+        "consistent_export": True,
     },
-    "mrmp": {"prior_scope": "global", "alignment": "wasserstein_binned"},
+    "mrmp": {"prior_scope": "global", "alignment": "wasserstein_binned", "consistent_export": True},
 }
 
 

@@ -234,6 +234,24 @@ def test_method_defaults_are_the_ones_chosen_on_validation():
     assert pmp_defaults.prior_scope == "global" and pmp_defaults.finetune == 0.5
     assert default_config("synthetic", "mrmp").pruning.prior_scope == "global"
     assert default_config("synthetic", "ssp").pruning.finetune == 0.3
+    # the consistent export (docs/methods.md#consistent-export) for the methods it applies to
+    for method in ("ctf", "pmp", "mrmp"):
+        assert default_config("synthetic", method).pruning.consistent_export, method
+    for method in ("ssp", "tcmp", "magnitude"):
+        assert not default_config("synthetic", method).pruning.consistent_export, method
+
+
+def test_exclude_turns_off_the_default_consistent_export_on_the_command_line():
+    from gcnprune_jax.cli import build_parser, config_from_args
+
+    parse = build_parser().parse_args
+    base = ["prune", "--method", "ctf", "--rate", "0.9"]
+    assert config_from_args(parse(base)).pruning.consistent_export
+    cfg = config_from_args(parse([*base, "--exclude", "classifier/kernel"]))
+    assert not cfg.pruning.consistent_export
+    assert cfg.pruning.exclude == ("classifier/kernel",)
+    with pytest.raises(ConfigError, match="no-consistent-export"):  # both asked for: an error
+        config_from_args(parse([*base, "--exclude", "classifier/kernel", "--consistent-export"]))
 
 
 def test_sharded_sweep_fixes_the_masks_of_finetuned_methods(synthetic):

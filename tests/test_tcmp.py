@@ -359,7 +359,8 @@ def test_tcmp_defaults_come_from_the_method_and_options_override_them():
         "budget_control": True,
         "finetune": 0.3,
     }
-    assert method_defaults("ctf") == {"zero_floor": True, "finetune": 0.3}
+    ctf = {"zero_floor": True, "finetune": 0.3, "consistent_export": True}
+    assert method_defaults("ctf") == ctf
     assert default_config("sbu", "tcmp").pruning.kappa_start == 0.5
     assert default_config("sbu", "ctf").pruning.kappa_start == 0.2
     parse = build_parser().parse_args

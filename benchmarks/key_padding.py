@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gcnprune_jax.bench import build_paths, fold_networks, relative_error
+from gcnprune_jax.bench import build_paths, fold_networks, relative_error, tiled
 from gcnprune_jax.compact import apply_compact, choose_layouts, time_call, with_layouts
 from gcnprune_jax.runner import load_checkpoint
 
@@ -38,7 +38,7 @@ def bench_run(run_dir: str, batch: int, rounds: int, repeats: int) -> dict:
         auto, run.model_dims["n_nodes"], run.cfg.features.n_features, batch=batch
     )
     auto = with_layouts(auto, layouts)
-    xb = jnp.asarray(np.concatenate([x] * int(np.ceil(batch / len(x))))[:batch], jnp.float32)
+    xb = tiled(x, batch)
     adjacency = jnp.asarray(run.adjacency, jnp.float32)
     masked_fn, masked_params = paths["masked_dense"]
     reference = masked_fn(masked_params, xb)

@@ -63,6 +63,11 @@ def fold_networks(run: Any, state: Any, folds: Sequence[int] | None = None) -> l
     return out
 
 
+def tiled(x: np.ndarray, batch: int) -> jax.Array:
+    """A batch of `batch` samples: the inputs `x` repeated as often as needed (float32)."""
+    return jnp.asarray(np.concatenate([x] * int(np.ceil(batch / len(x))))[:batch], jnp.float32)
+
+
 def relative_error(a: jax.Array, b: jax.Array) -> float:
     """max |a − b| / max |b|."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -148,8 +153,7 @@ def bench_network(
     rows = []
     chosen = {}
     for batch in batch_sizes:
-        reps = int(np.ceil(batch / len(x)))
-        xb = jnp.asarray(np.concatenate([x] * reps)[:batch], jnp.float32)
+        xb = tiled(x, batch)
         # compact_auto: the layouts measured fastest at this batch size
         layouts, _ = choose_layouts(auto, dims["n_nodes"], cfg.features.n_features, batch=batch)
         chosen[batch] = list(layouts)
@@ -173,8 +177,7 @@ def bench_network(
     # previous stage's output, on the whole largest batch at once and on one chunk of it
     # (what `apply_compact` runs per loop step), both as ms per 1024 samples
     big = max(batch_sizes)
-    reps = int(np.ceil(big / len(x)))
-    xb = jnp.asarray(np.concatenate([x] * reps)[:big], jnp.float32)
+    xb = tiled(x, big)
     stages = compact_stages(auto.spec, np.asarray(run.adjacency))
     chunk = min(auto.spec.batch_chunk or big, big)
     per_layer = {

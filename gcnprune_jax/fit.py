@@ -297,6 +297,9 @@ def prune(
             stacklevel=2,
         )
 
+    # what a crisp (dense or baseline) export reports of the soft masks: nothing
+    no_stats = {"soft_rate": None, "rounding_changed": None, "crisp_fraction": None}
+
     def export_at(rate: float, trained: TrainState) -> tuple[dict[str, np.ndarray], dict]:
         """The method's exact export of the soft state `trained` at `rate`: crisp masks and
         (soft methods) how far the soft masks were from them."""
@@ -312,7 +315,7 @@ def prune(
         if method.trainable_aux and method.export is not None:
             extra["aux"] = jax.device_get(trained.aux)
         exported = export_fn(soft, current, rate, **extra)
-        stats = {"soft_rate": None, "rounding_changed": None, "crisp_fraction": None}
+        stats = dict(no_stats)
         if method.schedule == "soft":
             stats = {
                 "soft_rate": float(exported.soft_rate),
@@ -347,8 +350,7 @@ def prune(
 
     if method.schedule == "dense":
         masks = {n: np.ones(np.shape(w), bool) for n, w in leaves.items()}
-        stats = {"soft_rate": None, "rounding_changed": None, "crisp_fraction": None}
-        return result(target_rate, state.latent, masks, stats, None)
+        return result(target_rate, state.latent, masks, dict(no_stats), None)
     masks, stats = export_at(target_rate, state)
     if rates is not None:  # MRMP: no fine-tuning; any rate is served from this training
 
